@@ -1,0 +1,122 @@
+"""The ``actorchat`` command line.
+
+The console script's first act is monkey-patching (``actorchat.patch``),
+before anything opens a socket or starts an actor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def _config_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("configuration (overrides file and ACTORCHAT_* environment)")
+    g.add_argument("--config", help="TOML config file (default: $ACTORCHAT_CONFIG)")
+    g.add_argument("--data-dir", help="where the SQLite store lives")
+    g.add_argument("--store", choices=("sqlite", "memory"))
+    g.add_argument("--model", dest="default_model", help="default model name")
+    g.add_argument("--mock-tokens", type=int, help="embedded model: tokens per reply")
+    g.add_argument("--mock-delay-ms", type=float, help="embedded model: ms before each token")
+    g.add_argument("--idle-timeout", type=float, help="seconds before an idle actor is stopped")
+    g.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+
+
+def _load(args: argparse.Namespace, **extra: Any) -> Any:
+    from actorchat.config import load_config
+
+    keys = (
+        "data_dir", "store", "default_model", "mock_tokens", "mock_delay_ms",
+        "idle_timeout", "log_level",
+    )
+    overrides = {k: getattr(args, k, None) for k in keys}
+    overrides.update(extra)
+    return load_config(args.config, **overrides)
+
+
+def _cmd_version(_args: argparse.Namespace) -> int:
+    from actorchat import __version__
+
+    print(f"actorchat {__version__}")
+    return 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from actorchat import ChatSystem, StreamComplete, StreamContent
+
+    cfg = _load(args)
+    text = " ".join(args.message)
+    with ChatSystem(cfg) as chat:
+        cid = args.conversation or chat.start_conversation(model=args.model_name)
+        reason = "stop"
+        for event in chat.stream_message(cid, text, timeout=args.timeout):
+            if isinstance(event, StreamContent):
+                sys.stdout.write(event.content)
+                sys.stdout.flush()
+            elif isinstance(event, StreamComplete):
+                reason = event.finish_reason
+        sys.stdout.write("\n")
+        if args.verbose:
+            print(f"[conversation {cid}, finish_reason={reason}]", file=sys.stderr)
+    return 0 if reason in ("stop", "length") else 1
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from actorchat.server import serve
+    except ImportError:
+        print("actorchat serve: the server is not part of this build yet", file=sys.stderr)
+        return 2
+    cfg = _load(args, host=args.host, port=args.port)
+    return int(serve(cfg) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="actorchat", description="Massively concurrent AI chat on the actor model."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(func=_cmd_version)
+
+    p = sub.add_parser("chat", help="send one message and print the streamed reply")
+    p.add_argument("message", nargs="+", help="the message text")
+    p.add_argument("--conversation", help="continue this conversation id")
+    p.add_argument("--model-name", dest="model_name", help="model for a new conversation")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per event")
+    p.add_argument("-v", "--verbose", action="store_true")
+    _config_flags(p)
+    p.set_defaults(func=_cmd_chat)
+
+    p = sub.add_parser("serve", help="run the WebSocket and HTTP server")
+    p.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="TCP port (default 8000)")
+    _config_flags(p)
+    p.set_defaults(func=_cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from actorchat._gevent import patch
+
+    patch()
+    import logging
+
+    from actorchat.errors import ActorchatError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=(getattr(args, "log_level", None) or "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result: int = args.func(args)
+        return result
+    except ActorchatError as exc:
+        print(f"actorchat: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

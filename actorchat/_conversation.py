@@ -1,0 +1,852 @@
+"""A conversation: its rules in a plain class, and the actor that owns them.
+
+``ConversationCore`` holds history, settings, the queue of turns waiting for
+a reply and the statistics; it decides ordering and has no threads, so tests
+can drive it directly. ``ConversationActor`` is the thin Pykka shell: it owns
+one core and its mailbox, persists through the store, publishes on the bus,
+and runs each generation in a greenlet of its own so that it keeps answering
+(history, stats, cancel) while a reply streams.
+
+Messages to the actor are small slotted objects sent with ``tell`` (or
+``ask`` for reads); proxies are avoided on purpose, they cost 4x an ask.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import pykka
+from pykka import ActorDeadError
+
+from actorchat._bus import EventBus
+from actorchat._events import (
+    ConversationState,
+    ConversationUpdated,
+    ErrorEvent,
+    MessageReceived,
+    StreamComplete,
+    StreamContent,
+    StreamStart,
+)
+from actorchat._records import Conversation, Message, Usage, new_id
+from actorchat.config import Config
+from actorchat.errors import (
+    ActorchatError,
+    ConversationCrashed,
+    ConversationError,
+    InvalidRequest,
+    NotFound,
+    Overloaded,
+    ProviderError,
+    StoreError,
+)
+from actorchat.providers import (
+    ChatTurn,
+    GenerationCancelled,
+    GenerationRequest,
+    Provider,
+    StreamEnd,
+)
+from actorchat.stores import Store
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ["ConversationActor", "ConversationCore"]
+
+log = logging.getLogger("actorchat.conversation")
+
+Callback = Callable[[Any], None]
+
+
+class InjectedCrash(RuntimeError):
+    """Raised inside a conversation by ``kill()``: a deliberate, unexpected crash."""
+
+
+# -- messages to the actor ------------------------------------------------
+
+
+class Send:
+    """A user message; ``on_ack`` gets the stored Message, ``on_done`` the reply."""
+
+    __slots__ = ("content", "sender_id", "on_ack", "on_done")
+
+    def __init__(
+        self,
+        content: str,
+        sender_id: str,
+        on_ack: Callback | None = None,
+        on_done: Callback | None = None,
+    ) -> None:
+        self.content = content
+        self.sender_id = sender_id
+        self.on_ack = on_ack
+        self.on_done = on_done
+
+
+class Regenerate:
+    """Answer a user message again (``stream_response``)."""
+
+    __slots__ = ("message_id", "model", "on_ack", "on_done")
+
+    def __init__(
+        self,
+        message_id: str | None,
+        model: str | None,
+        on_ack: Callback | None = None,
+        on_done: Callback | None = None,
+    ) -> None:
+        self.message_id = message_id
+        self.model = model
+        self.on_ack = on_ack
+        self.on_done = on_done
+
+
+@dataclass(slots=True)
+class Cancel:
+    message_id: str | None = None
+
+
+@dataclass(slots=True)
+class GetHistory:
+    limit: int | None = None
+
+
+class GetStats:
+    __slots__ = ()
+
+
+class GetInfo:
+    __slots__ = ()
+
+
+class Ping:
+    """Answered with ``"pong"``: measures a bare ask round trip."""
+
+    __slots__ = ()
+
+
+@dataclass(slots=True)
+class UpdateSettings:
+    title: str | None = None
+    model: str | None = None
+    system_prompt: str | None = None
+
+
+class Kill:
+    """Crash on purpose (fault injection)."""
+
+    __slots__ = ()
+
+
+@dataclass(slots=True)
+class Passivate:
+    """Stop if idle since ``deadline`` (sent by the supervisor's sweep)."""
+
+    deadline: float
+
+
+class Shutdown:
+    """Stop now: cancel a reply in progress, keeping its partial text."""
+
+    __slots__ = ()
+
+
+class _GenDone:
+    __slots__ = ("gen", "kind", "value")
+
+    def __init__(self, gen: Generation, kind: str, value: Any) -> None:
+        self.gen = gen
+        self.kind = kind
+        self.value = value
+
+
+# -- the logic --------------------------------------------------------------
+
+
+class Turn:
+    """A user message waiting for (or getting) its reply."""
+
+    __slots__ = ("user", "model", "replaces", "attempt", "waiters")
+
+    def __init__(
+        self,
+        user: Message,
+        model: str,
+        waiters: list[Callback] | None = None,
+        replaces: Message | None = None,
+        attempt: int = 0,
+    ) -> None:
+        self.user = user
+        self.model = model
+        self.replaces = replaces
+        self.attempt = attempt
+        self.waiters = waiters or []
+
+
+class Generation:
+    """One reply being generated."""
+
+    __slots__ = (
+        "id",
+        "turn",
+        "model",
+        "chunks",
+        "index",
+        "started",
+        "first_token_at",
+        "greenlet",
+        "cancelled",
+    )
+
+    def __init__(self, turn: Turn, model: str, now: float) -> None:
+        self.id = new_id()
+        self.turn = turn
+        self.model = model
+        self.chunks: list[str] = []
+        self.index = 0
+        self.started = now
+        self.first_token_at = 0.0
+        self.greenlet: Any = None
+        self.cancelled = False
+
+
+@dataclass(slots=True)
+class ConversationStats:
+    """A conversation's counters, as ``get_stats`` returns them."""
+
+    conversation_id: str
+    state: str = "idle"
+    messages: int = 0
+    user_messages: int = 0
+    replies: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    errors: int = 0
+    restarts: int = 0
+    queued: int = 0
+    time_to_first_token: float | None = None
+    avg_time_to_first_token: float | None = None
+    created_at: float = 0.0
+    last_active: float = 0.0
+    ttft_total: float = field(default=0.0, repr=False)
+    ttft_count: int = field(default=0, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "conversation_id": self.conversation_id,
+            "state": self.state,
+            "messages": self.messages,
+            "user_messages": self.user_messages,
+            "replies": self.replies,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "errors": self.errors,
+            "restarts": self.restarts,
+            "queued": self.queued,
+            "time_to_first_token": self.time_to_first_token,
+            "avg_time_to_first_token": self.avg_time_to_first_token,
+            "created_at": self.created_at,
+            "last_active": self.last_active,
+        }
+
+
+def _rank(m: Message) -> tuple[int, bool]:
+    return (m.turn, m.role == "assistant")
+
+
+class ConversationCore:
+    """History, queue and statistics of one conversation; no I/O, no threads."""
+
+    def __init__(self, info: Conversation, history: list[Message], max_queued: int) -> None:
+        self.info = info
+        self.history = history
+        self.queue: deque[Turn] = deque()
+        self.current: Generation | None = None
+        self.max_queued = max_queued
+        self.next_turn = max((m.turn for m in history), default=0) + 1
+        self.stats = ConversationStats(
+            info.id, created_at=info.created_at, last_active=info.updated_at
+        )
+        for m in history:
+            self._count(m)
+
+    def _count(self, m: Message) -> None:
+        s = self.stats
+        s.messages += 1
+        if m.role == "user":
+            s.user_messages += 1
+        else:
+            s.replies += 1
+            if m.usage is not None:
+                s.tokens_in += m.usage.prompt_tokens
+                s.tokens_out += m.usage.completion_tokens
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None or bool(self.queue)
+
+    def unanswered(self) -> list[Message]:
+        """User messages with no reply, in order (after a crash or restart)."""
+        answered = {m.turn for m in self.history if m.role == "assistant"}
+        return [m for m in self.history if m.role == "user" and m.turn not in answered]
+
+    def new_user_message(self, content: str, sender_id: str, now: float) -> Message:
+        if len(self.queue) >= self.max_queued:
+            msg = f"{len(self.queue)} messages are already waiting for a reply"
+            raise Overloaded(msg)
+        turn = self.next_turn
+        self.next_turn += 1
+        return Message(new_id(), self.info.id, "user", content, sender_id, now, turn)
+
+    def add(self, message: Message) -> None:
+        """Insert a stored message at its place in turn order."""
+        h = self.history
+        key = _rank(message)
+        i = len(h)
+        while i and _rank(h[i - 1]) > key:
+            i -= 1
+        h.insert(i, message)
+        self._count(message)
+        self.info.message_count += 1
+        self.info.updated_at = message.created_at
+
+    def remove(self, message: Message) -> None:
+        self.history = [m for m in self.history if m.id != message.id]
+        self.info.message_count -= 1
+
+    def reply_to(self, turn: int) -> Message | None:
+        for m in reversed(self.history):
+            if m.turn == turn and m.role == "assistant":
+                return m
+        return None
+
+    def find_user(self, message_id: str | None) -> Message:
+        """The user message a regenerate names (default: the last one)."""
+        if message_id is None:
+            for m in reversed(self.history):
+                if m.role == "user":
+                    return m
+            raise InvalidRequest("the conversation has no user message to answer")
+        for m in self.history:
+            if m.id == message_id:
+                if m.role == "user":
+                    return m
+                for u in self.history:
+                    if u.turn == m.turn and u.role == "user":
+                        return u
+        raise NotFound(f"no message {message_id!r} in conversation {self.info.id!r}")
+
+    def context(self, turn: Turn) -> list[ChatTurn]:
+        """Exactly the turns before this one, then its user message."""
+        t = turn.user.turn
+        out = [ChatTurn(m.role, m.content) for m in self.history if m.turn < t]
+        out.append(ChatTurn("user", turn.user.content))
+        return out
+
+    def begin(self, turn: Turn, now: float) -> Generation:
+        gen = Generation(turn, turn.model, now)
+        self.current = gen
+        return gen
+
+    def delta(self, gen: Generation, text: str, now: float) -> StreamContent:
+        if not gen.chunks:
+            gen.first_token_at = now
+        gen.chunks.append(text)
+        i = gen.index
+        gen.index = i + 1
+        return StreamContent(self.info.id, gen.id, text, i)
+
+    def finish(self, gen: Generation, reason: str, usage: Usage, now: float) -> Message:
+        """The assistant message that ends a generation (not yet stored)."""
+        s = self.stats
+        if gen.first_token_at:
+            ttft = gen.first_token_at - gen.started
+            s.time_to_first_token = ttft
+            s.ttft_total += ttft
+            s.ttft_count += 1
+            s.avg_time_to_first_token = s.ttft_total / s.ttft_count
+        if reason == "error":
+            s.errors += 1
+        self.current = None
+        return Message(
+            gen.id,
+            self.info.id,
+            "assistant",
+            "".join(gen.chunks),
+            gen.model,
+            now,
+            gen.turn.user.turn,
+            usage,
+            reason,
+            gen.model,
+        )
+
+
+# -- the actor ---------------------------------------------------------------
+
+
+class Deps:
+    """What every conversation shares: built once by the system, never copied."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        bus: EventBus,
+        providers: dict[str, Provider],
+        metrics: Any,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.bus = bus
+        self.providers = providers
+        self.metrics = metrics
+        self.supervisor: pykka.ActorRef[Any] | None = None
+
+
+def _call(callback: Callback | None, value: Any) -> None:
+    """Run a caller's callback; one that raises must not kill the actor."""
+    if callback is None:
+        return
+    try:
+        callback(value)
+    except Exception:  # noqa: BLE001
+        log.warning("a conversation callback raised; ignored", exc_info=True)
+
+
+class ConversationActor(pykka.ThreadingActor):
+    """One conversation, one actor, one greenlet (plus one per generation).
+
+    Started only by the supervisor, and never registered in Pykka's
+    ``ActorRegistry`` (a list: unregistering is O(n)); the registry actor
+    keeps the id map instead.
+    """
+
+    use_daemon_thread = True
+
+    def __init__(
+        self,
+        conversation_id: str,
+        deps: Deps,
+        *,
+        info: Conversation | None = None,
+        restarts: int = 0,
+        carried_waiters: dict[str, list[Callback]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.conversation_id = conversation_id
+        self.deps = deps
+        self.core: ConversationCore | None = None
+        # A freshly created conversation has no history: skip the store read.
+        self._fresh = info
+        self._restarts = restarts
+        self._carried = carried_waiters
+        self._missing = False
+        self._crashed = False
+        self.stop_reason = ""
+        self.last_active = time.time()
+
+    # Pykka hooks -------------------------------------------------------------
+
+    def _start_actor_loop(self) -> None:
+        # Under gevent a Thread is a greenlet anyway; a raw greenlet skips the
+        # threading module's bookkeeping (start cost and memory per actor).
+        gevent.spawn_raw(self._actor_loop)
+
+    def _handle_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # Overrides Pykka's private hook, which logs a full traceback and
+        # unregisters from its list registry: one line, then the supervisor.
+        self.actor_stopped.set()
+        if self._crashed:
+            return
+        self._crashed = True
+        reason = f"{type(exception_value).__name__}: {exception_value}"
+        if not isinstance(exception_value, InjectedCrash):
+            log.warning("conversation %s crashed: %s", self.conversation_id, reason)
+        try:
+            self._on_crash(reason)
+        except Exception:  # noqa: BLE001
+            log.exception("conversation %s: crash handling failed", self.conversation_id)
+
+    def on_start(self) -> None:
+        deps = self.deps
+        if self._fresh is not None:
+            info, history = self._fresh, []
+            self._fresh = None
+        else:
+            loaded = deps.store.load(self.conversation_id)
+            if loaded is None:
+                self._missing = True
+                self.stop_reason = "missing"
+                self.stop()
+                return
+            info, history = loaded
+        core = ConversationCore(info, history, deps.config.max_queued_messages)
+        core.stats.restarts = self._restarts
+        self.core = core
+        carried = self._carried or {}
+        self._carried = None
+        for user in core.unanswered():
+            core.queue.append(
+                Turn(user, info.model or deps.config.default_model, carried.pop(user.id, None))
+            )
+        for waiters in carried.values():
+            for w in waiters:
+                _call(w, ConversationCrashed("the conversation crashed and restarted"))
+        if self._restarts:
+            deps.bus.publish(ConversationState(info.id, "idle", "restarted"))
+        self._maybe_start()
+
+    def on_stop(self) -> None:
+        core = self.core
+        if core is not None and core.current is not None:
+            self._abort_generation(core.current, "cancelled")
+        if core is not None:
+            err = ConversationError(f"conversation stopped ({self.stop_reason or 'stopped'})")
+            for turn in core.queue:
+                for w in turn.waiters:
+                    _call(w, err)
+            core.queue.clear()
+        sup = self.deps.supervisor
+        if sup is not None:
+            from actorchat._supervisor import ChildStopped
+
+            try:
+                sup.tell(ChildStopped(self.conversation_id, self, self.stop_reason))
+            except ActorDeadError:
+                pass
+
+    def on_receive(self, message: Any) -> Any:
+        self.last_active = time.time()
+        if self._missing:
+            self._refuse(message, NotFound(f"no conversation {self.conversation_id!r}"))
+            return None
+        handler = _HANDLERS.get(type(message))
+        if handler is None:
+            return super().on_receive(message)
+        return handler(self, message)
+
+    @staticmethod
+    def _refuse(message: Any, exc: ActorchatError) -> None:
+        if isinstance(message, Send | Regenerate):
+            _call(message.on_ack, exc)
+            _call(message.on_done, exc)
+        elif not isinstance(message, _GenDone | Passivate):
+            raise exc
+
+    # Handlers ------------------------------------------------------------------
+
+    def _on_send(self, msg: Send) -> None:
+        core = self.core
+        assert core is not None
+        deps = self.deps
+        try:
+            user = core.new_user_message(msg.content, msg.sender_id, time.time())
+            deps.store.append_message(user)
+        except (Overloaded, StoreError) as exc:
+            _call(msg.on_ack, exc)
+            _call(msg.on_done, exc)
+            return
+        core.add(user)
+        deps.metrics.messages += 1
+        deps.bus.publish(MessageReceived(core.info.id, user))
+        _call(msg.on_ack, user)
+        waiters = [msg.on_done] if msg.on_done is not None else None
+        core.queue.append(Turn(user, core.info.model or deps.config.default_model, waiters))
+        self._maybe_start()
+
+    def _on_regenerate(self, msg: Regenerate) -> None:
+        core = self.core
+        assert core is not None
+        try:
+            user = core.find_user(msg.message_id)
+            model = msg.model or core.info.model or self.deps.config.default_model
+            if model not in self.deps.providers:
+                raise NotFound(f"no model named {model!r}")
+            if len(core.queue) >= core.max_queued:
+                raise Overloaded("too many replies are already waiting")
+        except ActorchatError as exc:
+            _call(msg.on_ack, exc)
+            _call(msg.on_done, exc)
+            return
+        replaces = core.reply_to(user.turn)
+        attempt = 0 if replaces is None else 1 + zlib.crc32(replaces.content.encode())
+        waiters = [msg.on_done] if msg.on_done is not None else None
+        core.queue.append(Turn(user, model, waiters, replaces=replaces, attempt=attempt))
+        _call(msg.on_ack, user)
+        self._maybe_start()
+
+    def _on_cancel(self, msg: Cancel) -> bool:
+        core = self.core
+        assert core is not None
+        gen = core.current
+        if gen is None or (msg.message_id is not None and msg.message_id != gen.id):
+            return False
+        self._cancel(gen)
+        return True
+
+    def _on_history(self, msg: GetHistory) -> list[Message]:
+        assert self.core is not None
+        h = self.core.history
+        return list(h if msg.limit is None else h[-msg.limit :] if msg.limit else [])
+
+    def _on_stats(self, _msg: GetStats) -> ConversationStats:
+        core = self.core
+        assert core is not None
+        s = core.stats
+        s.state = "generating" if core.current is not None else "idle"
+        s.queued = len(core.queue)
+        s.last_active = self.last_active
+        return ConversationStats(**{f: getattr(s, f) for f in s.__dataclass_fields__})
+
+    def _on_info(self, _msg: GetInfo) -> Conversation:
+        assert self.core is not None
+        info = self.core.info
+        return Conversation(
+            info.id, info.owner, info.title, info.model, info.system_prompt,
+            info.created_at, info.updated_at, info.message_count,
+        )
+
+    def _on_update(self, msg: UpdateSettings) -> Conversation:
+        core = self.core
+        assert core is not None
+        info = core.info
+        if msg.model is not None and msg.model not in self.deps.providers:
+            raise InvalidRequest(f"no model named {msg.model!r}")
+        if msg.title is not None:
+            info.title = msg.title
+        if msg.model is not None:
+            info.model = msg.model
+        if msg.system_prompt is not None:
+            info.system_prompt = msg.system_prompt
+        info.updated_at = time.time()
+        self.deps.store.update_conversation(info)
+        snapshot = self._on_info(GetInfo())
+        self.deps.bus.publish(ConversationUpdated(info.id, snapshot))
+        return snapshot
+
+    def _on_kill(self, _msg: Kill) -> None:
+        raise InjectedCrash("killed on purpose (fault injection)")
+
+    def _on_passivate(self, msg: Passivate) -> None:
+        core = self.core
+        if core is None or core.busy or not self.actor_inbox.empty():
+            return
+        if self.last_active > msg.deadline:
+            return
+        self.stop_reason = "passivated"
+        self._stop()
+
+    def _on_shutdown(self, _msg: Shutdown) -> None:
+        self.stop_reason = self.stop_reason or "shutdown"
+        self._stop()
+
+    def _on_ping(self, _msg: Ping) -> str:
+        return "pong"
+
+    def _on_gen_done(self, done: _GenDone) -> None:
+        core = self.core
+        assert core is not None
+        gen = done.gen
+        if gen is not core.current:
+            return
+        if done.kind == "crash":
+            raise done.value
+        deps = self.deps
+        if done.kind == "done":
+            end: StreamEnd = done.value
+            reason, usage = end.finish_reason, end.usage
+        else:
+            reason = "error" if done.kind == "error" else "cancelled"
+            usage = Usage(0, len(gen.chunks), estimated=True)
+            if done.kind == "error":
+                exc = done.value
+                code = exc.code if isinstance(exc, ActorchatError) else "PROVIDER_ERROR"
+                deps.metrics.provider_errors += 1
+                deps.bus.publish(ErrorEvent(core.info.id, code, str(exc), gen.id))
+        self._complete(gen, reason, usage)
+        self._maybe_start()
+
+    # Generations ---------------------------------------------------------------
+
+    def _maybe_start(self) -> None:
+        core = self.core
+        assert core is not None
+        if core.current is not None or not core.queue:
+            return
+        deps = self.deps
+        turn = core.queue.popleft()
+        gen = core.begin(turn, time.time())
+        deps.metrics.generating += 1
+        deps.bus.publish(StreamStart(core.info.id, gen.id, gen.model, turn.user.id))
+        provider = deps.providers.get(gen.model)
+        if provider is None:
+            err = ProviderError(f"no model named {gen.model!r} is configured")
+            deps.bus.publish(ErrorEvent(core.info.id, err.code, str(err), gen.id))
+            self._complete(gen, "error", Usage(estimated=True))
+            self._maybe_start()
+            return
+        model_cfg = deps.config.all_models().get(gen.model)
+        info = core.info
+        system_prompt = info.system_prompt or (
+            model_cfg.system_prompt if model_cfg and model_cfg.system_prompt else ""
+        ) or deps.config.system_prompt
+        assert model_cfg is not None
+        request = GenerationRequest(
+            model=model_cfg,
+            messages=core.context(turn),
+            system_prompt=system_prompt,
+            max_tokens=model_cfg.max_tokens,
+            temperature=model_cfg.temperature,
+            attempt=turn.attempt,
+            conversation_id=info.id,
+        )
+        gen.greenlet = gevent.spawn_raw(self._generate, gen, provider, request)
+
+    def _generate(self, gen: Generation, provider: Provider, request: GenerationRequest) -> None:
+        """Body of a generation greenlet: stream, publish, then tell the actor."""
+        kind, value = "done", None
+        core = self.core
+        assert core is not None
+        publish = self.deps.bus.publish
+        metrics = self.deps.metrics
+        try:
+            if gen.cancelled:
+                raise GenerationCancelled
+            stream: Iterator[Any] = provider.stream(request)
+            try:
+                for item in stream:
+                    if gen.cancelled:
+                        raise GenerationCancelled
+                    if type(item) is str:
+                        if item:
+                            publish(core.delta(gen, item, time.time()))
+                            metrics.tokens += 1
+                    else:
+                        value = item
+                        break
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+            if value is None:
+                value = StreamEnd("stop", Usage(0, len(gen.chunks), estimated=True))
+        except GenerationCancelled:
+            kind = "cancelled"
+        except ProviderError as exc:
+            kind, value = "error", exc
+        except Exception as exc:  # noqa: BLE001 - a bug: the conversation crashes
+            kind, value = "crash", exc
+        except BaseException as exc:  # noqa: BLE001 - killed from outside: a crash too
+            kind, value = "crash", ConversationCrashed(f"generation killed: {exc!r}")
+        if gen.cancelled and kind != "crash":
+            kind = "cancelled" if kind != "done" else kind
+        try:
+            self.actor_ref.tell(_GenDone(gen, kind, value))
+        except ActorDeadError:
+            pass
+
+    def _cancel(self, gen: Generation) -> None:
+        gen.cancelled = True
+        g = gen.greenlet
+        if g is not None and g and not g.dead:
+            gevent.kill(g, GenerationCancelled)
+
+    def _complete(self, gen: Generation, reason: str, usage: Usage) -> None:
+        """Persist the reply, publish its one completion, answer its waiters."""
+        core = self.core
+        assert core is not None
+        deps = self.deps
+        deps.metrics.generating -= 1
+        message = core.finish(gen, reason, usage, time.time())
+        turn = gen.turn
+        try:
+            if turn.replaces is not None:
+                deps.store.supersede_message(core.info.id, turn.replaces.id)
+                core.remove(turn.replaces)
+            else:
+                old = core.reply_to(turn.user.turn)
+                if old is not None:
+                    deps.store.supersede_message(core.info.id, old.id)
+                    core.remove(old)
+            deps.store.append_message(message)
+            core.add(message)
+        except StoreError as exc:
+            log.warning("conversation %s: reply not stored: %s", core.info.id, exc)
+            reason = "error"
+        deps.bus.publish(StreamComplete(core.info.id, gen.id, usage, reason, message))
+        for w in turn.waiters:
+            _call(w, message)
+
+    def _abort_generation(self, gen: Generation, reason: str) -> None:
+        """End a generation from outside its greenlet (stop or crash)."""
+        self._cancel(gen)
+        if reason == "cancelled":
+            self._complete(gen, "cancelled", Usage(0, len(gen.chunks), estimated=True))
+            return
+        core = self.core
+        assert core is not None
+        self.deps.metrics.generating -= 1
+        core.current = None
+        usage = Usage(0, len(gen.chunks), estimated=True)
+        bus = self.deps.bus
+        bus.publish(
+            ErrorEvent(
+                core.info.id,
+                "INTERNAL_ERROR",
+                "the conversation crashed; it is being restarted and will answer again",
+                gen.id,
+            )
+        )
+        bus.publish(StreamComplete(core.info.id, gen.id, usage, "error", None))
+
+    def _on_crash(self, reason: str) -> None:
+        """Hand everything in flight to the supervisor, which restarts us."""
+        core = self.core
+        waiters: dict[str, list[Callback]] = {}
+        if core is not None:
+            if core.current is not None:
+                gen = core.current
+                waiters.setdefault(gen.turn.user.id, []).extend(gen.turn.waiters)
+                self._abort_generation(gen, "error")
+            for turn in core.queue:
+                waiters.setdefault(turn.user.id, []).extend(turn.waiters)
+            core.queue.clear()
+        inbox: list[Any] = []
+        while not self.actor_inbox.empty():
+            inbox.append(self.actor_inbox.get())
+        sup = self.deps.supervisor
+        if sup is None:
+            return
+        from actorchat._supervisor import ChildFailed
+
+        sup.tell(ChildFailed(self.conversation_id, self, reason, inbox, waiters))
+
+
+_HANDLERS: dict[type, Callable[[ConversationActor, Any], Any]] = {
+    Send: ConversationActor._on_send,
+    Regenerate: ConversationActor._on_regenerate,
+    Cancel: ConversationActor._on_cancel,
+    GetHistory: ConversationActor._on_history,
+    GetStats: ConversationActor._on_stats,
+    GetInfo: ConversationActor._on_info,
+    UpdateSettings: ConversationActor._on_update,
+    Kill: ConversationActor._on_kill,
+    Passivate: ConversationActor._on_passivate,
+    Shutdown: ConversationActor._on_shutdown,
+    Ping: ConversationActor._on_ping,
+    _GenDone: ConversationActor._on_gen_done,
+}

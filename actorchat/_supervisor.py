@@ -1,0 +1,410 @@
+"""The supervisor actor: starts conversations and restarts them, OTP-style.
+
+One-for-one, with a restart intensity counted *per conversation*: at most
+``max_restarts`` restarts within ``max_seconds``, past which that one
+conversation is marked failed and every other conversation carries on.
+(An OTP supervisor counts all its children together and escalates; here one
+bad conversation must never take the tree down, nor must killing 10% at
+once.) Restart types follow OTP: ``permanent`` (always restarted),
+``transient`` (restarted after a crash, not after a normal stop it did not
+ask for... nor after one it did), ``temporary`` (never restarted; it comes
+back only when next used, like a passivated one).
+
+The supervisor learns of a crash through ``ChildFailed``, which a dying
+conversation tells it from Pykka's failure hook, carrying what was in
+flight: the unread envelopes of its mailbox (delivered to its successor, so
+no request is lost) and the callers waiting for replies (re-attached to the
+replies the successor regenerates). A restarted conversation reloads its
+history from the store and answers every user message still unanswered.
+
+The supervisor reads a few attributes of its children directly
+(``last_active``, ``core``) for the idle sweep and state counts: everything
+runs on one gevent hub, so such reads are atomic, and they avoid 100,000
+asks per sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+import pykka
+from pykka import ActorDeadError
+from pykka._envelope import Envelope
+
+from actorchat._conversation import (
+    Callback,
+    ConversationActor,
+    Deps,
+    Kill,
+    Passivate,
+    Regenerate,
+    Send,
+    Shutdown,
+)
+from actorchat._events import ConversationState
+from actorchat._records import Conversation
+from actorchat._registry import Register, Registry, Unregister
+from actorchat.errors import ActorchatError, ConversationFailed
+
+__all__ = ["SupervisorActor"]
+
+log = logging.getLogger("actorchat.supervisor")
+
+
+# -- messages ---------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StartNew:
+    conversations: Sequence[Conversation]
+
+
+@dataclass(slots=True)
+class Activate:
+    conversation_id: str
+
+
+@dataclass(slots=True)
+class ChildFailed:
+    conversation_id: str
+    actor: ConversationActor
+    reason: str
+    inbox: list[Envelope[Any]]
+    waiters: dict[str, list[Callback]]
+
+
+@dataclass(slots=True)
+class ChildStopped:
+    conversation_id: str
+    actor: ConversationActor
+    reason: str
+
+
+@dataclass(slots=True)
+class StopChild:
+    conversation_id: str
+    reason: str = "stopped"
+
+
+@dataclass(slots=True)
+class KillChildren:
+    conversation_ids: Sequence[str] | None = None
+    fraction: float | None = None
+
+
+@dataclass(slots=True)
+class Sweep:
+    idle_timeout: float
+
+
+@dataclass(slots=True)
+class StopAll:
+    pass
+
+
+@dataclass(slots=True)
+class States:
+    state: str | None = None
+    limit: int | None = None
+
+
+@dataclass(slots=True)
+class Counts:
+    pass
+
+
+@dataclass(slots=True)
+class Forget:
+    """The conversation was deleted: it must not be restarted or reported."""
+
+    conversation_id: str
+
+
+@dataclass(slots=True)
+class _Child:
+    actor: ConversationActor
+    restart_times: deque[float] = field(default_factory=lambda: deque(maxlen=64))
+    restarts: int = 0
+
+
+def _child_state(actor: ConversationActor) -> str:
+    core = actor.core
+    if core is None:
+        return "restarting" if actor._restarts else "starting"
+    return "generating" if core.current is not None else "idle"
+
+
+class SupervisorActor(pykka.ThreadingActor):
+    """Parent of every conversation actor."""
+
+    use_daemon_thread = True
+
+    def __init__(self, deps: Deps, registry: Registry) -> None:
+        super().__init__()
+        self.deps = deps
+        self.registry = registry
+        self.children: dict[str, _Child] = {}
+        self.failed: dict[str, str] = {}
+        self.crashed: dict[str, str] = {}
+        cfg = deps.config
+        self.restart_type = cfg.restart
+        self.max_restarts = cfg.max_restarts
+        self.max_seconds = cfg.max_seconds
+
+    def _start_actor_loop(self) -> None:
+        gevent.spawn_raw(self._actor_loop)
+
+    def on_receive(self, message: Any) -> Any:
+        handler = _HANDLERS.get(type(message))
+        if handler is None:
+            return super().on_receive(message)
+        return handler(self, message)
+
+    # Starting --------------------------------------------------------------
+
+    def _spawn(self, cid: str, **kwargs: Any) -> ConversationActor:
+        actor = ConversationActor(cid, self.deps, **kwargs)
+        return actor
+
+    def _on_start_new(self, msg: StartNew) -> list[str]:
+        convs = msg.conversations
+        self.deps.store.create_conversations(convs)
+        entries = []
+        children = self.children
+        for conv in convs:
+            actor = self._spawn(conv.id, info=conv)
+            actor._start_actor_loop()
+            children[conv.id] = _Child(actor)
+            entries.append((conv.id, actor.actor_ref))
+        self.registry.ref.ask(Register(entries))
+        return [c.id for c in convs]
+
+    def _on_activate(self, msg: Activate) -> pykka.ActorRef[Any]:
+        cid = msg.conversation_id
+        if cid in self.failed:
+            raise ConversationFailed(
+                f"conversation {cid!r} failed after repeated crashes: {self.failed[cid]}"
+            )
+        child = self.children.get(cid)
+        if child is not None and not child.actor.actor_stopped.is_set():
+            return child.actor.actor_ref
+        self.crashed.pop(cid, None)
+        restarts = child.restarts if child is not None else 0
+        actor = self._spawn(cid, restarts=restarts)
+        if child is None:
+            child = _Child(actor)
+            self.children[cid] = child
+        else:
+            child.actor = actor
+        actor._start_actor_loop()
+        self.registry.ref.tell(Register([(cid, actor.actor_ref)]))
+        return actor.actor_ref
+
+    # Failures --------------------------------------------------------------
+
+    def _on_child_failed(self, msg: ChildFailed) -> None:
+        cid = msg.conversation_id
+        deps = self.deps
+        deps.metrics.crashes += 1
+        child = self.children.get(cid)
+        if child is None or child.actor is not msg.actor:
+            # A stale report (deleted, or already replaced): pass requests on.
+            self._reject(msg.inbox, msg.waiters, ConversationFailed(f"conversation {cid!r} is gone"))
+            return
+        publish = deps.bus.publish
+        publish(ConversationState(cid, "crashed", msg.reason))
+        if self.restart_type == "temporary":
+            self._remove(cid, child)
+            self.crashed[cid] = msg.reason
+            self._reject(msg.inbox, msg.waiters, ConversationFailed(f"conversation {cid!r} crashed"))
+            return
+        now = time.monotonic()
+        times = child.restart_times
+        while times and times[0] <= now - self.max_seconds:
+            times.popleft()
+        if len(times) >= self.max_restarts:
+            self._remove(cid, child)
+            self.failed[cid] = msg.reason
+            deps.metrics.failed += 1
+            log.warning(
+                "conversation %s failed: %d restarts within %.1fs (last: %s)",
+                cid, len(times), self.max_seconds, msg.reason,
+            )
+            publish(ConversationState(cid, "failed", msg.reason))
+            self._reject(
+                msg.inbox,
+                msg.waiters,
+                ConversationFailed(f"conversation {cid!r} failed after repeated crashes"),
+            )
+            return
+        times.append(now)
+        child.restarts += 1
+        deps.metrics.restarts += 1
+        publish(ConversationState(cid, "restarting", msg.reason))
+        self._restart(cid, child, msg.inbox, msg.waiters)
+
+    def _restart(
+        self,
+        cid: str,
+        child: _Child,
+        inbox: list[Envelope[Any]],
+        waiters: dict[str, list[Callback]],
+    ) -> None:
+        actor = self._spawn(cid, restarts=child.restarts, carried_waiters=waiters)
+        for envelope in inbox:
+            actor.actor_inbox.put(envelope)
+        child.actor = actor
+        actor._start_actor_loop()
+        self.registry.ref.tell(Register([(cid, actor.actor_ref)]))
+
+    def _reject(
+        self,
+        inbox: list[Envelope[Any]],
+        waiters: dict[str, list[Callback]],
+        exc: ActorchatError,
+    ) -> None:
+        for envelope in inbox:
+            message = envelope.message
+            if isinstance(message, Send | Regenerate):
+                for cb in (message.on_ack, message.on_done):
+                    if cb is not None:
+                        cb(exc)
+            if envelope.reply_to is not None:
+                try:
+                    raise exc
+                except ActorchatError:
+                    envelope.reply_to.set_exception(sys.exc_info())
+        for callbacks in waiters.values():
+            for cb in callbacks:
+                cb(exc)
+
+    def _remove(self, cid: str, child: _Child) -> None:
+        if self.children.get(cid) is child:
+            del self.children[cid]
+        self.registry.ref.tell(Unregister(cid, child.actor.actor_ref))
+
+    def _on_child_stopped(self, msg: ChildStopped) -> None:
+        cid = msg.conversation_id
+        child = self.children.get(cid)
+        if child is None or child.actor is not msg.actor:
+            return
+        reason = msg.reason
+        if not reason and self.restart_type == "permanent":
+            # Stopped without being asked to: a permanent child comes back.
+            self._on_child_failed(ChildFailed(cid, msg.actor, "stopped unexpectedly", [], {}))
+            return
+        self._remove(cid, child)
+        if reason == "passivated":
+            self.deps.metrics.passivated += 1
+            self.deps.bus.publish(ConversationState(cid, "passivated", "idle timeout"))
+
+    # Requests ----------------------------------------------------------------
+
+    def _on_stop_child(self, msg: StopChild) -> bool:
+        child = self.children.get(msg.conversation_id)
+        if child is None:
+            return False
+        child.actor.stop_reason = msg.reason
+        try:
+            child.actor.actor_ref.tell(Shutdown())
+        except ActorDeadError:
+            pass
+        self._remove(msg.conversation_id, child)
+        return True
+
+    def _on_forget(self, msg: Forget) -> None:
+        self.failed.pop(msg.conversation_id, None)
+        self.crashed.pop(msg.conversation_id, None)
+        self._on_stop_child(StopChild(msg.conversation_id, "deleted"))
+
+    def _on_kill(self, msg: KillChildren) -> list[str]:
+        if msg.conversation_ids is not None:
+            ids = [cid for cid in msg.conversation_ids if cid in self.children]
+        else:
+            live = list(self.children)
+            k = round(len(live) * (msg.fraction or 0.0))
+            ids = random.sample(live, k)
+        killed = []
+        for cid in ids:
+            try:
+                self.children[cid].actor.actor_ref.tell(Kill())
+                killed.append(cid)
+            except ActorDeadError:
+                pass
+        return killed
+
+    def _on_sweep(self, msg: Sweep) -> int:
+        deadline = time.time() - msg.idle_timeout
+        asked = 0
+        for child in list(self.children.values()):
+            actor = child.actor
+            if actor.last_active <= deadline and actor.core is not None and not actor.core.busy:
+                try:
+                    actor.actor_ref.tell(Passivate(deadline))
+                    asked += 1
+                except ActorDeadError:
+                    pass
+        return asked
+
+    def _on_stop_all(self, _msg: StopAll) -> list[ConversationActor]:
+        actors = []
+        for child in self.children.values():
+            actor = child.actor
+            actor.stop_reason = "shutdown"
+            try:
+                actor.actor_ref.tell(Shutdown())
+            except ActorDeadError:
+                continue
+            actors.append(actor)
+        self.children.clear()
+        return actors
+
+    def _on_states(self, msg: States) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        want = msg.state
+        limit = msg.limit if msg.limit is not None else sys.maxsize
+        for cid, child in self.children.items():
+            state = _child_state(child.actor)
+            if want is None or state == want:
+                out.append((cid, state))
+                if len(out) >= limit:
+                    return out
+        for table, state in ((self.failed, "failed"), (self.crashed, "crashed")):
+            if want is None or want == state:
+                for cid in table:
+                    out.append((cid, state))
+                    if len(out) >= limit:
+                        return out
+        return out
+
+    def _on_counts(self, _msg: Counts) -> dict[str, int]:
+        counts = {"idle": 0, "generating": 0, "restarting": 0, "starting": 0}
+        for child in self.children.values():
+            counts[_child_state(child.actor)] += 1
+        counts["failed"] = len(self.failed)
+        counts["crashed"] = len(self.crashed)
+        counts["live"] = len(self.children)
+        return counts
+
+
+_HANDLERS: dict[type, Any] = {
+    StartNew: SupervisorActor._on_start_new,
+    Activate: SupervisorActor._on_activate,
+    ChildFailed: SupervisorActor._on_child_failed,
+    ChildStopped: SupervisorActor._on_child_stopped,
+    StopChild: SupervisorActor._on_stop_child,
+    Forget: SupervisorActor._on_forget,
+    KillChildren: SupervisorActor._on_kill,
+    Sweep: SupervisorActor._on_sweep,
+    StopAll: SupervisorActor._on_stop_all,
+    States: SupervisorActor._on_states,
+    Counts: SupervisorActor._on_counts,
+}

@@ -1,0 +1,681 @@
+"""``ChatSystem``: the wiring module and the Python API over it.
+
+Start order (stop is the reverse, in ``finally``): store -> providers ->
+bus -> registry actor -> supervisor actor -> idle sweeper and stats sampler.
+The server is a thin layer over this same API.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+import gevent
+import pykka
+from gevent.event import AsyncResult
+from gevent.event import Event as GEvent
+from pykka import ActorDeadError
+
+from actorchat._bus import EventBus, Subscription
+from actorchat._conversation import (
+    Cancel,
+    ConversationStats,
+    Deps,
+    GetHistory,
+    GetInfo,
+    GetStats,
+    Ping,
+    Regenerate,
+    Send,
+    UpdateSettings,
+)
+from actorchat._events import (
+    ConversationDeleted,
+    ConversationUpdated,
+    Event,
+    MessageReceived,
+    StreamComplete,
+    StreamStart,
+)
+from actorchat._gevent import ensure_patched
+from actorchat._records import Conversation, Message, new_id
+from actorchat._registry import Registry, RegistryActor
+from actorchat._supervisor import (
+    Activate,
+    Counts,
+    Forget,
+    KillChildren,
+    StartNew,
+    States,
+    StopAll,
+    StopChild,
+    SupervisorActor,
+    Sweep,
+)
+from actorchat.config import Config, load_config
+from actorchat.errors import (
+    ActorchatError,
+    ConfigurationError,
+    ConversationCrashed,
+    Forbidden,
+    InvalidRequest,
+    MessageTooLong,
+    NotFound,
+    ProviderError,
+    Timeout,
+)
+from actorchat.providers import Provider, create_provider
+from actorchat.stores import MemoryStore, SQLiteStore, Store
+
+__all__ = ["ChatSystem", "Metrics"]
+
+log = logging.getLogger("actorchat")
+T = TypeVar("T")
+
+#: How often a request is re-routed when its conversation dies under it.
+_ROUTE_ATTEMPTS = 5
+
+
+class Metrics:
+    """System-wide counters, bumped in place by actors (one hub: no locks)."""
+
+    __slots__ = (
+        "messages",
+        "tokens",
+        "generating",
+        "provider_errors",
+        "crashes",
+        "restarts",
+        "failed",
+        "passivated",
+    )
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self.tokens = 0
+        self.generating = 0
+        self.provider_errors = 0
+        self.crashes = 0
+        self.restarts = 0
+        self.failed = 0
+        self.passivated = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(slots=True)
+class _Collector:
+    """Gathers one result per conversation for ``broadcast_message``."""
+
+    results: dict[str, str | Exception]
+    remaining: int
+    done: GEvent
+
+    def deliver(self, cid: str, value: Any) -> None:
+        if cid in self.results:
+            return
+        self.results[cid] = _reply_or_error(value)
+        self.remaining -= 1
+        if self.remaining <= 0:
+            self.done.set()
+
+
+def _reply_or_error(value: Any) -> str | Exception:
+    if isinstance(value, Exception):
+        return value
+    assert isinstance(value, Message)
+    if value.finish_reason == "error":
+        return ProviderError(f"the model failed to answer (message {value.id})")
+    return value.content
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class ChatSystem:
+    """The actor tree and the API to use it; a context manager.
+
+    Example::
+
+        import actorchat
+        actorchat.patch()
+        with actorchat.ChatSystem() as chat:
+            cid = chat.start_conversation()
+            print(chat.send_message(cid, "Hello!"))
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        store: Store | None = None,
+        providers: Mapping[str, Provider] | None = None,
+    ) -> None:
+        self.config = (config or load_config()).validate()
+        self._store_arg = store
+        self._providers_arg = dict(providers or {})
+        self.store: Store | None = None
+        self.bus = EventBus(self.config.subscriber_queue)
+        self.metrics = Metrics()
+        self.providers: dict[str, Provider] = {}
+        self._registry_actor: RegistryActor | None = None
+        self.registry: Registry | None = None
+        self._supervisor: pykka.ActorRef[Any] | None = None
+        self._background: list[gevent.Greenlet[Any, Any]] = []
+        self._rate = (time.monotonic(), 0, 0.0)
+        self.started = False
+
+    # Life cycle ----------------------------------------------------------------
+
+    def start(self) -> ChatSystem:
+        """Start store, providers and actors, in dependency order."""
+        if self.started:
+            return self
+        ensure_patched()
+        cfg = self.config
+        try:
+            self.store = self._store_arg or self._make_store()
+            self.store.open()
+            for name, model in cfg.all_models().items():
+                self.providers[name] = self._providers_arg.get(name) or create_provider(model, cfg)
+            for name, provider in self._providers_arg.items():
+                self.providers.setdefault(name, provider)
+            deps = Deps(cfg, self.store, self.bus, self.providers, self.metrics)
+            self._registry_actor = RegistryActor()
+            self._registry_actor._start_actor_loop()
+            self.registry = Registry(self._registry_actor)
+            supervisor = SupervisorActor(deps, self.registry)
+            supervisor._start_actor_loop()
+            self._supervisor = supervisor.actor_ref
+            deps.supervisor = self._supervisor
+            if cfg.idle_timeout > 0:
+                self._background.append(gevent.spawn(self._sweep_loop, cfg.idle_timeout))
+            self.started = True
+        except BaseException:
+            self._teardown()
+            raise
+        log.info(
+            "actorchat started: store=%s models=%s", cfg.store, ",".join(sorted(self.providers))
+        )
+        return self
+
+    def _make_store(self) -> Store:
+        cfg = self.config
+        if cfg.store == "memory":
+            return MemoryStore()
+        return SQLiteStore(cfg.data_dir / "actorchat.sqlite3", synchronous=cfg.sqlite_synchronous)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every conversation (partial replies kept), then the rest."""
+        if not self.started:
+            return
+        self.started = False
+        try:
+            if self._supervisor is not None:
+                actors = self._supervisor.ask(StopAll(), timeout=timeout)
+                deadline = time.monotonic() + timeout
+                for actor in actors:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not actor.actor_stopped.wait(remaining):
+                        log.warning("stop: some conversations did not stop in %.1fs", timeout)
+                        break
+        finally:
+            self._teardown()
+
+    def _teardown(self) -> None:
+        for g in self._background:
+            g.kill(block=False)
+        self._background.clear()
+        if self._supervisor is not None:
+            self._supervisor.stop(block=False)
+            self._supervisor = None
+        if self._registry_actor is not None:
+            self._registry_actor.actor_ref.stop(block=False)
+            self._registry_actor = None
+        for provider in self.providers.values():
+            try:
+                provider.close()
+            except Exception:  # noqa: BLE001 - closing must go on
+                log.warning("provider close failed", exc_info=True)
+        if self.store is not None:
+            self.store.close()
+
+    def __enter__(self) -> ChatSystem:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _sweep_loop(self, idle_timeout: float) -> None:
+        interval = max(min(idle_timeout / 4, 30.0), 0.01)
+        while True:
+            gevent.sleep(interval)
+            sup = self._supervisor
+            if sup is None:
+                return
+            try:
+                sup.tell(Sweep(idle_timeout))
+            except ActorDeadError:
+                return
+
+    # Routing -------------------------------------------------------------------
+
+    def _sup(self) -> pykka.ActorRef[Any]:
+        if self._supervisor is None or self.registry is None:
+            raise ConfigurationError("the ChatSystem is not started (use start() or 'with')")
+        return self._supervisor
+
+    def _route(self, cid: str) -> pykka.ActorRef[Any]:
+        sup = self._sup()
+        assert self.registry is not None
+        cid = str(cid)
+        ref = self.registry.lookup(cid)
+        if ref is not None and ref.is_alive():
+            return ref
+        result: pykka.ActorRef[Any] = sup.ask(Activate(cid))
+        return result
+
+    def _tell(self, cid: str, message: Any) -> None:
+        for _ in range(_ROUTE_ATTEMPTS):
+            try:
+                self._route(cid).tell(message)
+                return
+            except ActorDeadError:
+                continue
+        raise ConversationCrashed(f"conversation {cid!r} kept dying while being reached")
+
+    def _ask(self, cid: str, message: Any, timeout: float | None = None) -> Any:
+        for _ in range(_ROUTE_ATTEMPTS):
+            try:
+                return self._route(cid).ask(message, timeout=timeout)
+            except ActorDeadError:
+                continue
+            except pykka.Timeout as exc:
+                raise Timeout(f"conversation {cid!r} did not answer in {timeout}s") from exc
+        raise ConversationCrashed(f"conversation {cid!r} kept dying while being reached")
+
+    def _check_content(self, text: Any) -> str:
+        if not isinstance(text, str):
+            raise InvalidRequest("content must be a string")
+        if not text.strip():
+            raise InvalidRequest("content must not be empty")
+        if len(text) > self.config.max_content_chars:
+            raise MessageTooLong(
+                f"content is {len(text)} characters; the limit is {self.config.max_content_chars}"
+            )
+        return text
+
+    @staticmethod
+    def _wait(result: AsyncResult[Any], timeout: float | None, what: str) -> Any:
+        try:
+            value = result.get(timeout=timeout)
+        except gevent.Timeout as exc:
+            raise Timeout(f"{what} did not finish within {timeout}s") from exc
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    # Conversations -----------------------------------------------------------------
+
+    def _new_conversation(
+        self,
+        owner: str = "local",
+        title: str = "",
+        model: str | None = None,
+        system_prompt: str = "",
+    ) -> Conversation:
+        model = model or self.config.default_model
+        if model not in self.providers:
+            raise InvalidRequest(f"no model named {model!r} (configured: {sorted(self.providers)})")
+        return Conversation(new_id(), str(owner), title, model, system_prompt)
+
+    def start_conversation(
+        self,
+        *,
+        owner: str = "local",
+        title: str = "",
+        model: str | None = None,
+        system_prompt: str = "",
+    ) -> str:
+        """Create a conversation and start its actor; returns its id."""
+        conv = self._new_conversation(owner, title, model, system_prompt)
+        ids: list[str] = self._sup().ask(StartNew([conv]))
+        self.bus.publish(ConversationUpdated(conv.id, conv, created=True))
+        return ids[0]
+
+    def start_conversations(self, n: int, **settings: Any) -> list[str]:
+        """Create ``n`` conversations at once (one store transaction)."""
+        if n < 0:
+            raise InvalidRequest("n must be >= 0")
+        convs = [self._new_conversation(**settings) for _ in range(n)]
+        ids: list[str] = []
+        for i in range(0, len(convs), 10_000):
+            ids.extend(self._sup().ask(StartNew(convs[i : i + 10_000])))
+        for conv in convs:
+            self.bus.publish(ConversationUpdated(conv.id, conv, created=True))
+        if self.config.gc_freeze and n >= 1000:
+            # Long-lived actors move out of the collector's sight: a gen-2
+            # pass over 100,000 actors stalls the hub for seconds.
+            gc.freeze()
+        return ids
+
+    def conversation_count(self) -> int:
+        """How many conversations have a live actor now."""
+        return self.registry.count() if self.registry is not None else 0
+
+    def get_conversation(self, cid: str, *, owner: str | None = None) -> Conversation:
+        """A conversation's settings and counters (``Forbidden`` for another owner)."""
+        conv: Conversation = self._ask(str(cid), GetInfo())
+        if owner is not None and conv.owner != str(owner):
+            raise Forbidden(f"conversation {cid!r} belongs to another user")
+        return conv
+
+    def list_conversations(
+        self, owner: str | None = "local", limit: int = 50, before: str | None = None
+    ) -> list[Conversation]:
+        """An owner's conversations, newest first (``before``: an id, for paging)."""
+        assert self.store is not None
+        return self.store.list_conversations(owner, limit, before)
+
+    def count_conversations(self, owner: str | None = None) -> int:
+        """How many conversations are stored (live or not)."""
+        assert self.store is not None
+        return self.store.count_conversations(owner)
+
+    def rename_conversation(self, cid: str, title: str) -> Conversation:
+        if not isinstance(title, str):
+            raise InvalidRequest("title must be a string")
+        result: Conversation = self._ask(str(cid), UpdateSettings(title=title))
+        return result
+
+    def update_conversation(
+        self,
+        cid: str,
+        *,
+        title: str | None = None,
+        model: str | None = None,
+        system_prompt: str | None = None,
+    ) -> Conversation:
+        result: Conversation = self._ask(str(cid), UpdateSettings(title, model, system_prompt))
+        return result
+
+    def stop_conversation(self, cid: str) -> bool:
+        """Stop a conversation's actor now; it comes back when next used."""
+        result: bool = self._sup().ask(StopChild(str(cid)))
+        return result
+
+    def delete_conversation(self, cid: str) -> bool:
+        """Stop it, delete its data, and tell subscribers."""
+        cid = str(cid)
+        self._sup().ask(Forget(cid))
+        assert self.store is not None
+        deleted = self.store.delete_conversation(cid)
+        if deleted:
+            self.bus.publish(ConversationDeleted(cid))
+            self.bus.forget(cid)
+        return deleted
+
+    # Messages --------------------------------------------------------------------------
+
+    def post_message(self, cid: str, text: str, *, sender_id: str = "local") -> Message:
+        """Send without waiting for the reply; returns once the message is durable."""
+        text = self._check_content(text)
+        ack: AsyncResult[Any] = AsyncResult()
+        self._tell(str(cid), Send(text, str(sender_id), ack.set, None))
+        result: Message = self._wait(ack, None, "storing the message")
+        return result
+
+    def send_message(
+        self,
+        cid: str,
+        text: str,
+        *,
+        timeout: float | None = None,
+        sender_id: str = "local",
+    ) -> str:
+        """Send a user message and wait for the whole reply's text.
+
+        Raises ``ProviderError`` if the model failed, ``Timeout`` past
+        ``timeout`` seconds (the reply still completes and is stored).
+        """
+        text = self._check_content(text)
+        done: AsyncResult[Any] = AsyncResult()
+        self._tell(str(cid), Send(text, str(sender_id), None, done.set))
+        value = self._wait(done, timeout, "the reply")
+        reply = _reply_or_error(value)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def stream_message(
+        self, cid: str, text: str, *, sender_id: str = "local", timeout: float | None = None
+    ) -> Iterator[Event]:
+        """Send a message and yield its events: received, start, deltas, complete."""
+        text = self._check_content(text)
+        cid = str(cid)
+        sub = self.bus.subscribe(cid, replay=False, maxsize=1_000_000)
+        try:
+            user = self.post_message(cid, text, sender_id=sender_id)
+            yield from self._follow(sub, user.id, timeout)
+        finally:
+            sub.close()
+
+    @staticmethod
+    def _follow(sub: Subscription, user_id: str, timeout: float | None) -> Iterator[Event]:
+        reply_id: str | None = None
+        while True:
+            event = sub.get(timeout)
+            if event is None:
+                if sub.closed:
+                    raise ConversationCrashed("the event stream closed before the reply ended")
+                raise Timeout(f"no event for {timeout}s")
+            kind = type(event)
+            if kind is MessageReceived:
+                if event.message.id == user_id:  # type: ignore[attr-defined]
+                    yield event
+            elif kind is StreamStart:
+                if event.reply_to == user_id:  # type: ignore[attr-defined]
+                    reply_id = event.message_id  # type: ignore[attr-defined]
+                    yield event
+            elif reply_id is not None and getattr(event, "message_id", None) == reply_id:
+                yield event
+                if kind is StreamComplete:
+                    if event.finish_reason == "error":  # type: ignore[attr-defined]
+                        # A crash-interrupted reply is answered again after
+                        # the restart: keep following that user message.
+                        reply_id = None
+                        if event.message is not None:  # type: ignore[attr-defined]
+                            return
+                        continue
+                    return
+
+    def broadcast_message(
+        self,
+        ids: Sequence[str],
+        text: str,
+        *,
+        timeout: float | None = None,
+        sender_id: str = "local",
+    ) -> dict[str, str | Exception]:
+        """Send one message to many conversations at once; each gets its reply.
+
+        Concurrent, not a loop of blocking calls: every conversation is told
+        at once and the call waits for all replies (or ``timeout``). Failures
+        are returned per conversation, never raised.
+        """
+        text = self._check_content(text)
+        collector = _Collector({}, len(ids), GEvent())
+        if not ids:
+            return {}
+        for cid in ids:
+            cid = str(cid)
+            try:
+                self._tell(cid, Send(text, str(sender_id), None, partial(collector.deliver, cid)))
+            except ActorchatError as exc:
+                collector.deliver(cid, exc)
+        collector.done.wait(timeout)
+        results = collector.results
+        if len(results) < len(ids):
+            for cid in ids:
+                results.setdefault(str(cid), Timeout(f"no reply within {timeout}s"))
+        return results
+
+    def broadcast_async(self, ids: Sequence[str], text: str, *, sender_id: str = "local") -> int:
+        """Send one message to many conversations without waiting; returns how many."""
+        text = self._check_content(text)
+        n = 0
+        for cid in ids:
+            try:
+                self._tell(str(cid), Send(text, str(sender_id), None, None))
+                n += 1
+            except ActorchatError:
+                pass
+        return n
+
+    def get_history(self, cid: str, limit: int | None = None) -> list[Message]:
+        """The conversation's messages in turn order (completed ones only)."""
+        result: list[Message] = self._ask(str(cid), GetHistory(limit))
+        return result
+
+    def messages(
+        self,
+        cid: str,
+        *,
+        limit: int | None = None,
+        before: str | None = None,
+        versions: bool = False,
+    ) -> list[Message]:
+        """Stored messages, paged backwards; ``versions`` adds replaced replies."""
+        assert self.store is not None
+        if self.store.get_conversation(str(cid)) is None:
+            raise NotFound(f"no conversation {cid!r}")
+        return self.store.messages(str(cid), limit, before, versions)
+
+    def get_stats(self, cid: str) -> ConversationStats:
+        result: ConversationStats = self._ask(str(cid), GetStats())
+        return result
+
+    def cancel(self, cid: str, message_id: str | None = None) -> bool:
+        """Stop the reply in progress (``message_id`` must match when given)."""
+        result: bool = self._ask(str(cid), Cancel(message_id))
+        return result
+
+    def regenerate(
+        self,
+        cid: str,
+        message_id: str | None = None,
+        model: str | None = None,
+        *,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> Message:
+        """Answer a user message again (default: the last one).
+
+        Returns the user message being answered, or with ``wait`` the new
+        reply once complete. The old reply stays stored as an earlier version.
+        """
+        ack: AsyncResult[Any] = AsyncResult()
+        done: AsyncResult[Any] | None = AsyncResult() if wait else None
+        self._tell(
+            str(cid),
+            Regenerate(message_id, model, ack.set, done.set if done is not None else None),
+        )
+        user: Message = self._wait(ack, timeout, "regenerate")
+        if done is None:
+            return user
+        reply: Message = self._wait(done, timeout, "the reply")
+        return reply
+
+    def subscribe(
+        self,
+        cid: str | None = None,
+        *,
+        replay: bool = True,
+        after_index: int | None = None,
+        maxsize: int | None = None,
+    ) -> Subscription:
+        """The conversation's events (all conversations' with ``None``).
+
+        With ``replay``, a reply in progress arrives first from its start.
+        """
+        return self.bus.subscribe(
+            None if cid is None else str(cid),
+            replay=replay,
+            after_index=after_index,
+            maxsize=maxsize,
+        )
+
+    def ping(self, cid: str) -> str:
+        """A bare ask round trip to the conversation's actor (for benches)."""
+        result: str = self._ask(str(cid), Ping())
+        return result
+
+    # Fault injection and operations -----------------------------------------------------
+
+    def kill(self, cid: str) -> bool:
+        """Crash a live conversation as from an unexpected exception."""
+        killed: list[str] = self._sup().ask(KillChildren([str(cid)]))
+        return bool(killed)
+
+    def kill_many(
+        self, ids: Sequence[str] | None = None, *, fraction: float | None = None
+    ) -> list[str]:
+        """Crash the given conversations, or a random ``fraction`` of the live ones."""
+        if ids is None and fraction is None:
+            raise InvalidRequest("give ids or fraction")
+        if fraction is not None and not 0 <= fraction <= 1:
+            raise InvalidRequest("fraction must be within 0..1")
+        result: list[str] = self._sup().ask(
+            KillChildren(None if ids is None else [str(i) for i in ids], fraction)
+        )
+        return result
+
+    def states(self, state: str | None = None, limit: int | None = None) -> list[tuple[str, str]]:
+        """``(id, state)`` of live, failed and crashed conversations."""
+        result: list[tuple[str, str]] = self._sup().ask(States(state, limit))
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        """A system-wide snapshot: conversations by state, tokens/s, restarts, RSS."""
+        counts: dict[str, int] = self._sup().ask(Counts())
+        m = self.metrics
+        now = time.monotonic()
+        t0, tokens0, last_rate = self._rate
+        rate = last_rate
+        if now - t0 >= 0.5:
+            rate = (m.tokens - tokens0) / (now - t0)
+            self._rate = (now, m.tokens, rate)
+        stored = self.count_conversations()
+        live = counts["live"]
+        return {
+            "live": live,
+            "stored": stored,
+            "states": {
+                "idle": counts["idle"] + counts["starting"],
+                "generating": counts["generating"],
+                "crashed": counts["crashed"],
+                "restarting": counts["restarting"],
+                "failed": counts["failed"],
+                "passivated": max(stored - live - counts["failed"] - counts["crashed"], 0),
+            },
+            "tokens_total": m.tokens,
+            "tokens_per_s": rate,
+            "messages_total": m.messages,
+            "restarts_total": m.restarts,
+            "crashes_total": m.crashes,
+            "provider_errors_total": m.provider_errors,
+            "passivated_total": m.passivated,
+            "rss_bytes": _rss_bytes(),
+        }

@@ -1,0 +1,248 @@
+"""One typed configuration object, built once at start-up.
+
+Precedence, lowest to highest: the defaults below < a TOML file <
+``ACTORCHAT_*`` environment variables < explicit overrides (CLI flags or
+keyword arguments). Every field is validated once, in ``Config.validate``,
+with a message that names the setting; nothing deep inside reads globals.
+
+A file may use top-level keys (``mock_tokens = 20``) or sections whose name
+prefixes the key (``[mock]`` ``tokens = 20``). Named models live under
+``[models.NAME]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from actorchat.errors import ConfigurationError
+
+__all__ = ["Config", "ModelConfig", "load_config"]
+
+ENV_PREFIX = "ACTORCHAT_"
+RESTART_TYPES = ("permanent", "transient", "temporary")
+
+
+@dataclass(slots=True)
+class ModelConfig:
+    """A named model: which provider serves it and how to reach it."""
+
+    name: str
+    provider: str = "mock"
+    model: str = ""
+    base_url: str = ""
+    api_key_env: str = ""
+    api_key_file: str = ""
+    context_window: int = 8192
+    max_tokens: int = 1024
+    temperature: float | None = None
+    system_prompt: str | None = None
+    connect_timeout: float = 10.0
+    first_token_timeout: float = 30.0
+    idle_timeout: float = 30.0
+    max_attempts: int = 3
+    max_concurrency: int = 64
+    requests_per_minute: float = 0.0
+    max_waiting: int = 10_000
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Config:
+    """Every setting of an actorchat process, with its default."""
+
+    # Store
+    data_dir: Path = Path("actorchat-data")
+    store: str = "sqlite"
+    sqlite_synchronous: str = "NORMAL"
+
+    # The embedded deterministic model
+    mock_tokens: int = 40
+    mock_delay_ms: float = 20.0
+    mock_failure_rate: float = 0.0
+    mock_crash_rate: float = 0.0
+
+    # Models
+    default_model: str = "mock"
+    system_prompt: str = ""
+    models: dict[str, ModelConfig] = field(default_factory=dict)
+
+    # Supervision (per conversation, OTP-style)
+    restart: str = "permanent"
+    max_restarts: int = 3
+    max_seconds: float = 5.0
+
+    # Conversations
+    idle_timeout: float = 600.0
+    max_queued_messages: int = 100
+    max_content_chars: int = 100_000
+    history_limit: int = 50
+    subscriber_queue: int = 1000
+    gc_freeze: bool = True
+
+    # Server
+    host: str = "127.0.0.1"
+    port: int = 8000
+    jwt_secret: str = ""
+    log_level: str = "INFO"
+
+    def validate(self) -> Config:
+        """Check every field once; raise ``ConfigurationError`` naming it."""
+        problems: list[str] = []
+
+        def need(ok: bool, name: str, why: str) -> None:
+            if not ok:
+                problems.append(f"{name}: {why} (got {getattr(self, name)!r})")
+
+        need(self.store in ("sqlite", "memory"), "store", "must be 'sqlite' or 'memory'")
+        need(
+            self.sqlite_synchronous.upper() in ("OFF", "NORMAL", "FULL", "EXTRA"),
+            "sqlite_synchronous",
+            "must be OFF, NORMAL, FULL or EXTRA",
+        )
+        need(self.mock_tokens >= 1, "mock_tokens", "must be at least 1")
+        need(self.mock_delay_ms >= 0, "mock_delay_ms", "must be >= 0")
+        need(0 <= self.mock_failure_rate <= 1, "mock_failure_rate", "must be within 0..1")
+        need(0 <= self.mock_crash_rate <= 1, "mock_crash_rate", "must be within 0..1")
+        need(self.restart in RESTART_TYPES, "restart", f"must be one of {RESTART_TYPES}")
+        need(self.max_restarts >= 0, "max_restarts", "must be >= 0")
+        need(self.max_seconds > 0, "max_seconds", "must be > 0")
+        need(self.idle_timeout >= 0, "idle_timeout", "must be >= 0 (0 disables)")
+        need(self.max_queued_messages >= 1, "max_queued_messages", "must be at least 1")
+        need(self.max_content_chars >= 1, "max_content_chars", "must be at least 1")
+        need(self.history_limit >= 0, "history_limit", "must be >= 0")
+        need(self.subscriber_queue >= 2, "subscriber_queue", "must be at least 2")
+        need(0 < self.port < 65536, "port", "must be a TCP port")
+        if self.default_model not in self.all_models():
+            problems.append(
+                f"default_model: no model named {self.default_model!r} "
+                f"(configured: {sorted(self.all_models())})"
+            )
+        if problems:
+            raise ConfigurationError("invalid configuration:\n  " + "\n  ".join(problems))
+        return self
+
+    def all_models(self) -> dict[str, ModelConfig]:
+        """The configured models, with the embedded ``mock`` always present."""
+        models = dict(self.models)
+        models.setdefault("mock", ModelConfig(name="mock", provider="mock", model="mock"))
+        return models
+
+    def replace(self, **changes: Any) -> Config:
+        """Return a copy with some fields changed (and validated)."""
+        return dataclasses.replace(self, **changes).validate()
+
+
+_HINTS: dict[str, Any] | None = None
+
+
+def _hints() -> dict[str, Any]:
+    global _HINTS
+    if _HINTS is None:
+        _HINTS = get_type_hints(Config)
+    return _HINTS
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn a string (env, CLI) or TOML value into the field's type."""
+    hint = _hints()[name]
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off", ""):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if hint is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(str(value).replace("_", ""))
+        if hint is float:
+            return float(value)
+        if hint is Path:
+            return Path(str(value)).expanduser()
+        if hint is str:
+            return str(value)
+    except (TypeError, ValueError) as exc:
+        typename = getattr(hint, "__name__", str(hint))
+        msg = f"invalid configuration: {name} must be {typename} (got {value!r})"
+        raise ConfigurationError(msg) from exc
+    return value
+
+
+def _model_from(name: str, raw: Mapping[str, Any]) -> ModelConfig:
+    known = {f.name for f in fields(ModelConfig)} - {"name", "options"}
+    kwargs: dict[str, Any] = {k: v for k, v in raw.items() if k in known}
+    options = {k: v for k, v in raw.items() if k not in known and k != "name"}
+    try:
+        return ModelConfig(name=name, options=options, **kwargs)
+    except TypeError as exc:
+        msg = f"invalid configuration: models.{name}: {exc}"
+        raise ConfigurationError(msg) from exc
+
+
+def _flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(Config)}
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "models":
+            if not isinstance(value, Mapping):
+                raise ConfigurationError("invalid configuration: [models] must be a table")
+            flat["models"] = {n: _model_from(n, m) for n, m in value.items()}
+        elif isinstance(value, Mapping):
+            for sub, subvalue in value.items():
+                flat[f"{key}_{sub}"] = subvalue
+        else:
+            flat[key] = value
+    unknown = sorted(set(flat) - names)
+    if unknown:
+        msg = f"invalid configuration: unknown settings {unknown}"
+        raise ConfigurationError(msg)
+    return flat
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Config:
+    """Build the configuration: defaults < file < environment < overrides.
+
+    ``path`` defaults to ``$ACTORCHAT_CONFIG`` when that is set. Overrides
+    whose value is ``None`` are ignored, so CLI parsers can pass every flag.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = path or env.get(ENV_PREFIX + "CONFIG") or None
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                values.update(_flatten(tomllib.load(fh)))
+        except OSError as exc:
+            msg = f"cannot read config file {path}: {exc.strerror}"
+            raise ConfigurationError(msg) from exc
+        except tomllib.TOMLDecodeError as exc:
+            msg = f"config file {path} is not valid TOML: {exc}"
+            raise ConfigurationError(msg) from exc
+    for f in fields(Config):
+        if f.name == "models":
+            continue
+        raw = env.get(ENV_PREFIX + f.name.upper())
+        if raw is not None:
+            values[f.name] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - {f.name for f in fields(Config)})
+    if unknown:
+        msg = f"invalid configuration: unknown settings {unknown}"
+        raise ConfigurationError(msg)
+    typed = {k: (v if k == "models" else _coerce(k, v)) for k, v in values.items()}
+    return Config(**typed).validate()

@@ -1,0 +1,126 @@
+"""The ``Provider`` extension point: where replies come from.
+
+A provider turns a ``GenerationRequest`` into a stream: ``str`` items are
+text deltas, in order, and the stream ends with exactly one ``StreamEnd``
+carrying usage and the finish reason. Built-in providers register through
+``register_provider`` exactly as a third-party one would.
+
+A subclass MUST implement ``stream``. It MAY override ``close`` (release
+pools) and ``check`` (readiness). Rules the conversation relies on:
+
+- ``stream`` is a generator: the conversation may stop iterating at any
+  point (a cancel, a crash) and the generator is then closed, so an HTTP
+  provider closes its upstream response in a ``finally``; a cancel also
+  raises ``GenerationCancelled`` inside a blocked read, which must propagate.
+- A backend failure raises ``actorchat.errors.ProviderError`` (or its
+  subclass ``Timeout``); any other exception is a bug and crashes the
+  conversation, which the supervisor then restarts.
+- Retries are the provider's business, and only before the first delta was
+  yielded, so that no text is ever duplicated.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from actorchat._records import Usage
+from actorchat.config import Config, ModelConfig
+from actorchat.errors import ConfigurationError
+
+__all__ = [
+    "ChatTurn",
+    "GenerationCancelled",
+    "GenerationRequest",
+    "Provider",
+    "ProviderFactory",
+    "StreamEnd",
+    "StreamItem",
+    "create_provider",
+    "register_provider",
+]
+
+
+class GenerationCancelled(Exception):  # noqa: N818 - a signal, not an error
+    """Raised inside a generation to stop it (``cancel_stream``).
+
+    An ``Exception``, not a ``BaseException``: Pykka stops *every* actor
+    when a ``BaseException`` escapes one, so nothing we raise may be one.
+    """
+
+
+@dataclass(slots=True, frozen=True)
+class ChatTurn:
+    """One message of the model's context."""
+
+    role: str
+    content: str
+
+
+@dataclass(slots=True)
+class GenerationRequest:
+    """What a provider needs to produce one reply.
+
+    ``attempt`` counts regenerations of the same turn (0 first), so a
+    deterministic provider can give a different reply when asked again.
+    """
+
+    model: ModelConfig
+    messages: list[ChatTurn]
+    system_prompt: str = ""
+    max_tokens: int | None = None
+    temperature: float | None = None
+    attempt: int = 0
+    conversation_id: str = ""
+
+
+@dataclass(slots=True)
+class StreamEnd:
+    """The last item of every stream."""
+
+    finish_reason: str = "stop"
+    usage: Usage = field(default_factory=Usage)
+
+
+StreamItem = str | StreamEnd
+
+
+class Provider(ABC):
+    """Base class of model backends; see the module docstring for the contract."""
+
+    #: Registry name, e.g. ``"mock"``, ``"openai"``.
+    name: str = ""
+
+    @abstractmethod
+    def stream(self, request: GenerationRequest) -> Iterator[StreamItem]:
+        """Yield text deltas then one ``StreamEnd``; raise ``ProviderError`` on failure."""
+
+    def check(self) -> bool:
+        """Whether the backend looks reachable (for ``/readyz``)."""
+        return True
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and pools; called once at shutdown."""
+
+
+ProviderFactory = Callable[[ModelConfig, Config], Provider]
+_FACTORIES: dict[str, ProviderFactory] = {}
+
+
+def register_provider(kind: str, factory: ProviderFactory) -> None:
+    """Make ``provider = "<kind>"`` usable in model configuration."""
+    _FACTORIES[kind] = factory
+
+
+def create_provider(model: ModelConfig, config: Config) -> Provider:
+    """Instantiate the provider a model's configuration names."""
+    try:
+        factory = _FACTORIES[model.provider]
+    except KeyError:
+        msg = (
+            f"model {model.name!r}: unknown provider {model.provider!r} "
+            f"(known: {sorted(_FACTORIES)})"
+        )
+        raise ConfigurationError(msg) from None
+    return factory(model, config)

@@ -1,0 +1,133 @@
+"""The embedded model: deterministic, offline, and honestly simulated.
+
+The same context gives the same reply, whatever the conversation's id; a
+regeneration (``attempt`` > 0) gives a different one. Replies read like a
+model's: sentences with punctuation that refer to the user's words. Tokens
+are words with their leading space, as real tokenizers split them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+
+import gevent
+
+from actorchat._records import Usage
+from actorchat.config import Config, ModelConfig
+from actorchat.errors import ProviderError
+from actorchat.providers._base import GenerationRequest, Provider, StreamEnd, StreamItem
+
+__all__ = ["MockCrash", "MockProvider"]
+
+_OPENERS = (
+    "Simulated reply about",
+    "Here is a simulated answer on",
+    "A mock model's thoughts on",
+    "Speaking as the embedded mock, about",
+)
+_WORDS = (
+    "actors keep their own state and talk only through messages so one crash stays local "
+    "a supervisor restarts what failed and the history comes back from the store "
+    "every conversation runs in its own lightweight greenlet while tokens stream to "
+    "each watching client in order with nothing lost along the way the model here is "
+    "simulated and deterministic which makes tests repeatable and benchmarks fair"
+).split()
+_ENDINGS = (".", ".", ".", "!", "?", ";")
+
+
+class MockCrash(RuntimeError):
+    """An injected crash: the conversation dies as from an unexpected bug."""
+
+
+def _topic(text: str) -> list[str]:
+    words = [w.strip(".,!?;:\"'()") for w in text.split()]
+    return [w for w in words if w][:4] or ["nothing"]
+
+
+class MockProvider(Provider):
+    """Streams ``tokens`` words, ``delay_ms`` apart (before each, the first too).
+
+    ``failure_rate`` is the chance a request fails like a backend would
+    (``ProviderError``: the reply ends with ``finish_reason="error"``);
+    ``crash_rate`` the chance the generation raises ``MockCrash`` (the
+    conversation crashes and is restarted). Both for fault injection.
+    """
+
+    name = "mock"
+
+    def __init__(
+        self,
+        tokens: int = 40,
+        delay_ms: float = 20.0,
+        failure_rate: float = 0.0,
+        crash_rate: float = 0.0,
+    ) -> None:
+        self.tokens = tokens
+        self.delay = delay_ms / 1000.0
+        self.failure_rate = failure_rate
+        self.crash_rate = crash_rate
+        self._chaos = random.Random()
+
+    def reply_tokens(self, request: GenerationRequest) -> list[str]:
+        """The reply's tokens: a pure function of context and attempt."""
+        digest = hashlib.blake2b(digest_size=8)
+        for turn in request.messages:
+            digest.update(turn.role.encode())
+            digest.update(b"\0")
+            digest.update(turn.content.encode())
+            digest.update(b"\1")
+        digest.update(str(request.attempt).encode())
+        rng = random.Random(int.from_bytes(digest.digest(), "big"))
+        last_user = next(
+            (t.content for t in reversed(request.messages) if t.role == "user"), ""
+        )
+        topic = " ".join(_topic(last_user))
+        out = rng.choice(_OPENERS).split()
+        out.append(f"“{topic}”:")
+        n = request.max_tokens or self.tokens
+        n = min(n, self.tokens)
+        sentence = 0
+        while len(out) < n:
+            word = rng.choice(_WORDS)
+            if sentence == 0:
+                word = word.capitalize()
+            sentence += 1
+            if sentence >= rng.randint(6, 12):
+                word += rng.choice(_ENDINGS)
+                sentence = 0
+            out.append(word)
+        out = out[:n]
+        if not out[-1].endswith(tuple(_ENDINGS)):
+            out[-1] += "."
+        return [out[0]] + [" " + w for w in out[1:]]
+
+    def stream(self, request: GenerationRequest) -> Iterator[StreamItem]:
+        if self.failure_rate and self._chaos.random() < self.failure_rate:
+            raise ProviderError("simulated backend failure (mock failure_rate)")
+        crash_at = -1
+        if self.crash_rate and self._chaos.random() < self.crash_rate:
+            crash_at = self._chaos.randrange(self.tokens)
+        tokens = self.reply_tokens(request)
+        delay = self.delay
+        sleep = gevent.sleep
+        for i, token in enumerate(tokens):
+            if delay:
+                sleep(delay)
+            if i == crash_at:
+                raise MockCrash("simulated crash (mock crash_rate)")
+            yield token
+        prompt = sum(len(t.content.split()) for t in request.messages)
+        prompt += len(request.system_prompt.split())
+        yield StreamEnd("stop", Usage(prompt, len(tokens)))
+
+
+def _factory(model: ModelConfig, config: Config) -> Provider:
+    opts = model.options
+    return MockProvider(
+        tokens=int(opts.get("tokens", config.mock_tokens)),
+        delay_ms=float(opts.get("delay_ms", config.mock_delay_ms)),
+        failure_rate=float(opts.get("failure_rate", config.mock_failure_rate)),
+        crash_rate=float(opts.get("crash_rate", config.mock_crash_rate)),
+    )

@@ -1,0 +1,87 @@
+"""The ``Store`` extension point: where conversations and messages persist.
+
+A subclass MUST implement every abstract method. Calls come from greenlets
+and must not block the gevent hub for long: a store doing blocking I/O (as
+``sqlite3`` does, since it never yields) runs it off the hub, as
+``SQLiteStore`` does with one writer thread and group commit.
+
+Contract the conversations rely on:
+
+- ``append_message`` returns only once the message is durable: a user is
+  told a message was received only after this returns.
+- ``load`` returns the conversation and its *active* messages in turn order
+  (a regenerated reply replaces the one before it, which stays stored as an
+  earlier version and is listed by ``messages(versions=True)``).
+- Methods raise ``actorchat.errors.StoreError`` on I/O failure.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from actorchat._records import Conversation, Message
+
+__all__ = ["Store"]
+
+
+class Store(ABC):
+    """Base class of conversation stores (seed 004's SessionStore, extended)."""
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Prepare for use (create files, run migrations)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Flush pending writes and release resources."""
+
+    def check(self) -> bool:
+        """Whether the store can serve requests (for ``/readyz``)."""
+        return True
+
+    @abstractmethod
+    def create_conversations(self, conversations: Sequence[Conversation]) -> None:
+        """Persist new conversations, all at once."""
+
+    @abstractmethod
+    def append_message(self, message: Message) -> None:
+        """Persist a message durably and bump its conversation's counters."""
+
+    @abstractmethod
+    def supersede_message(self, conversation_id: str, message_id: str) -> None:
+        """Mark a reply as an earlier version (it was regenerated)."""
+
+    @abstractmethod
+    def load(self, conversation_id: str) -> tuple[Conversation, list[Message]] | None:
+        """The conversation and its active messages in turn order, or None."""
+
+    @abstractmethod
+    def get_conversation(self, conversation_id: str) -> Conversation | None:
+        """The conversation's settings and counters, or None."""
+
+    @abstractmethod
+    def update_conversation(self, conversation: Conversation) -> None:
+        """Save changed settings (title, model, system prompt)."""
+
+    @abstractmethod
+    def delete_conversation(self, conversation_id: str) -> bool:
+        """Delete a conversation and its messages; False if there was none."""
+
+    @abstractmethod
+    def list_conversations(
+        self, owner: str | None, limit: int = 50, before: str | None = None
+    ) -> list[Conversation]:
+        """An owner's conversations, newest first, paged by ``before`` (an id)."""
+
+    @abstractmethod
+    def messages(
+        self,
+        conversation_id: str,
+        limit: int | None = None,
+        before: str | None = None,
+        versions: bool = False,
+    ) -> list[Message]:
+        """Messages in turn order; the last ``limit`` before message ``before``."""
+
+    @abstractmethod
+    def count_conversations(self, owner: str | None = None) -> int:
+        """How many conversations are stored (for one owner, or all)."""

@@ -1,0 +1,366 @@
+"""The default store: one SQLite file in WAL mode, written off the hub.
+
+``sqlite3`` never yields to gevent, so a slow write on the hub would stall
+every conversation. All statements therefore run on one dedicated OS thread
+(a gevent ``ThreadPool`` of size one) that owns the connection. Callers
+queue operations and wait on an ``AsyncResult``; a writer greenlet hands the
+whole queue to the thread as one batch, inside one transaction, and commits
+once (group commit). While a batch commits, the next one accumulates, so
+100,000 concurrent appends cost a handful of commits, not 100,000.
+
+Reads go through the same thread and queue, so a read always sees every
+write queued before it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gevent
+from gevent.event import AsyncResult, Event
+from gevent.threadpool import ThreadPool
+
+from actorchat._records import Conversation, Message, Usage
+from actorchat.errors import StoreError
+from actorchat.stores._base import Store
+
+__all__ = ["SQLiteStore"]
+
+# Each entry upgrades the schema by one version (PRAGMA user_version).
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE conversations (
+        rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        owner TEXT NOT NULL,
+        title TEXT NOT NULL DEFAULT '',
+        model TEXT NOT NULL DEFAULT '',
+        system_prompt TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        message_count INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX conversations_owner ON conversations (owner, rowid);
+    CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        conversation_id TEXT NOT NULL,
+        turn INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        sender_id TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        usage_estimated INTEGER NOT NULL DEFAULT 0,
+        finish_reason TEXT,
+        model TEXT,
+        superseded INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX messages_conversation ON messages (conversation_id, turn, seq);
+    """,
+)
+
+_CONV_COLS = "id, owner, title, model, system_prompt, created_at, updated_at, message_count"
+_MSG_COLS = (
+    "id, conversation_id, role, content, sender_id, created_at, turn, prompt_tokens, "
+    "completion_tokens, usage_estimated, finish_reason, model, superseded"
+)
+_ORDER = "turn, role = 'assistant', seq"
+_ORDER_DESC = "turn DESC, role = 'assistant' DESC, seq DESC"
+
+
+def _conv(row: sqlite3.Row | tuple[Any, ...]) -> Conversation:
+    return Conversation(*row)
+
+
+def _msg(row: sqlite3.Row | tuple[Any, ...]) -> Message:
+    (mid, cid, role, content, sender, created, turn, pt, ct, est, finish, model, sup) = row
+    usage = None if pt is None else Usage(pt, ct or 0, bool(est))
+    return Message(mid, cid, role, content, sender, created, turn, usage, finish, model, bool(sup))
+
+
+class _Op:
+    __slots__ = ("fn", "args", "result")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.result: AsyncResult[Any] = AsyncResult()
+
+
+class SQLiteStore(Store):
+    """SQLite with WAL, migrations, and group commit on one writer thread."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous.upper()
+        self._db: sqlite3.Connection | None = None
+        self._pool: ThreadPool | None = None
+        self._pending: list[_Op] = []
+        self._wake = Event()
+        self._writer: gevent.Greenlet[Any] | None = None
+        self._closing = False
+        self.batches = 0
+        self.ops = 0
+
+    # -- life cycle -----------------------------------------------------
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._pool = ThreadPool(1)
+        try:
+            self._pool.spawn(self._connect).get()
+        except sqlite3.Error as exc:
+            msg = f"cannot open SQLite store {self.path}: {exc}"
+            raise StoreError(msg) from exc
+        self._writer = gevent.spawn(self._write_loop)
+
+    def _connect(self) -> None:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.execute("PRAGMA foreign_keys=ON")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number > version:
+                db.executescript(f"BEGIN; {script} PRAGMA user_version={number}; COMMIT;")
+        self._db = db
+
+    def close(self) -> None:
+        if self._pool is None:
+            return
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            self._writer.join()
+        pool, self._pool = self._pool, None
+        if self._db is not None:
+            db, self._db = self._db, None
+            pool.spawn(db.close).get()
+        pool.kill()
+
+    def check(self) -> bool:
+        try:
+            return bool(self._call(lambda db: db.execute("SELECT 1").fetchone()[0] == 1))
+        except StoreError:
+            return False
+
+    # -- the writer -----------------------------------------------------
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._pool is None:
+            raise StoreError("the store is closed")
+        op = _Op(fn, args)
+        self._pending.append(op)
+        self._wake.set()
+        return op.result.get()
+
+    def _write_loop(self) -> None:
+        assert self._pool is not None
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            batch, self._pending = self._pending, []
+            try:
+                outcomes = self._pool.spawn(self._run_batch, batch).get()
+            except BaseException as exc:  # noqa: BLE001 - hand every failure to the waiters
+                err = StoreError(f"store batch failed: {exc}")
+                for op in batch:
+                    op.result.set_exception(err)
+                continue
+            self.batches += 1
+            self.ops += len(batch)
+            for op, (ok, value) in zip(batch, outcomes, strict=True):
+                if ok:
+                    op.result.set(value)
+                else:
+                    op.result.set_exception(value)
+
+    def _run_batch(self, batch: list[_Op]) -> list[tuple[bool, Any]]:
+        """Run on the store thread: one transaction for the whole batch."""
+        db = self._db
+        assert db is not None
+        out: list[tuple[bool, Any]] = []
+        db.execute("BEGIN")
+        for op in batch:
+            try:
+                out.append((True, op.fn(db, *op.args)))
+            except sqlite3.Error as exc:
+                err = StoreError(f"store operation failed: {exc}")
+                err.__cause__ = exc
+                out.append((False, err))
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            db.execute("ROLLBACK")
+            err = StoreError(f"store commit failed: {exc}")
+            return [(False, err) for _ in batch]
+        return out
+
+    # -- operations (the functions run on the store thread) ---------------
+
+    def create_conversations(self, conversations: Sequence[Conversation]) -> None:
+        rows = [
+            (c.id, c.owner, c.title, c.model, c.system_prompt, c.created_at, c.updated_at,
+             c.message_count)
+            for c in conversations
+        ]
+
+        def run(db: sqlite3.Connection) -> None:
+            db.executemany(
+                f"INSERT INTO conversations ({_CONV_COLS}) VALUES (?,?,?,?,?,?,?,?)", rows
+            )
+
+        self._call(run)
+
+    def append_message(self, message: Message) -> None:
+        m = message
+        u = m.usage
+        row = (
+            m.id, m.conversation_id, m.role, m.content, m.sender_id, m.created_at, m.turn,
+            None if u is None else u.prompt_tokens,
+            None if u is None else u.completion_tokens,
+            0 if u is None else int(u.estimated),
+            m.finish_reason, m.model, int(m.superseded),
+        )
+        self._call(_append, row)
+
+    def supersede_message(self, conversation_id: str, message_id: str) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            cur = db.execute(
+                "UPDATE messages SET superseded = 1 WHERE id = ? AND superseded = 0",
+                (message_id,),
+            )
+            if cur.rowcount:
+                db.execute(
+                    "UPDATE conversations SET message_count = message_count - 1 WHERE id = ?",
+                    (conversation_id,),
+                )
+
+        self._call(run)
+
+    def load(self, conversation_id: str) -> tuple[Conversation, list[Message]] | None:
+        def run(db: sqlite3.Connection) -> tuple[Conversation, list[Message]] | None:
+            row = db.execute(
+                f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            rows = db.execute(
+                f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND superseded = 0 "
+                f"ORDER BY {_ORDER}",
+                (conversation_id,),
+            ).fetchall()
+            return _conv(row), [_msg(r) for r in rows]
+
+        result: tuple[Conversation, list[Message]] | None = self._call(run)
+        return result
+
+    def get_conversation(self, conversation_id: str) -> Conversation | None:
+        def run(db: sqlite3.Connection) -> Conversation | None:
+            row = db.execute(
+                f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+            return None if row is None else _conv(row)
+
+        result: Conversation | None = self._call(run)
+        return result
+
+    def update_conversation(self, conversation: Conversation) -> None:
+        c = conversation
+
+        def run(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE conversations SET title = ?, model = ?, system_prompt = ?, "
+                "updated_at = ? WHERE id = ?",
+                (c.title, c.model, c.system_prompt, c.updated_at, c.id),
+            )
+
+        self._call(run)
+
+    def delete_conversation(self, conversation_id: str) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            db.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
+            cur = db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            return bool(cur.rowcount)
+
+        result: bool = self._call(run)
+        return result
+
+    def list_conversations(
+        self, owner: str | None, limit: int = 50, before: str | None = None
+    ) -> list[Conversation]:
+        def run(db: sqlite3.Connection) -> list[Conversation]:
+            where, args = [], []
+            if owner is not None:
+                where.append("owner = ?")
+                args.append(owner)
+            if before is not None:
+                where.append("rowid < (SELECT rowid FROM conversations WHERE id = ?)")
+                args.append(before)
+            sql = f"SELECT {_CONV_COLS} FROM conversations"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY rowid DESC LIMIT ?"
+            return [_conv(r) for r in db.execute(sql, (*args, limit)).fetchall()]
+
+        result: list[Conversation] = self._call(run)
+        return result
+
+    def messages(
+        self,
+        conversation_id: str,
+        limit: int | None = None,
+        before: str | None = None,
+        versions: bool = False,
+    ) -> list[Message]:
+        def run(db: sqlite3.Connection) -> list[Message]:
+            sql = f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ?"
+            args: list[Any] = [conversation_id]
+            if not versions:
+                sql += " AND superseded = 0"
+            if before is not None:
+                sql += (
+                    " AND (turn, role = 'assistant', seq) < "
+                    "(SELECT turn, role = 'assistant', seq FROM messages WHERE id = ?)"
+                )
+                args.append(before)
+            sql += f" ORDER BY {_ORDER_DESC}"
+            if limit is not None:
+                sql += " LIMIT ?"
+                args.append(limit)
+            rows = db.execute(sql, args).fetchall()
+            rows.reverse()
+            return [_msg(r) for r in rows]
+
+        result: list[Message] = self._call(run)
+        return result
+
+    def count_conversations(self, owner: str | None = None) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            if owner is None:
+                return int(db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0])
+            return int(
+                db.execute("SELECT COUNT(*) FROM conversations WHERE owner = ?", (owner,))
+                .fetchone()[0]
+            )
+
+        result: int = self._call(run)
+        return result
+
+
+def _append(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    db.execute(f"INSERT INTO messages ({_MSG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+    db.execute(
+        "UPDATE conversations SET message_count = message_count + 1, updated_at = ? "
+        "WHERE id = ?",
+        (row[5], row[1]),
+    )
