@@ -746,7 +746,7 @@ class ConversationActor(pykka.ThreadingActor):
                 value = StreamEnd("stop", Usage(0, len(gen.chunks), estimated=True))
         except GenerationCancelled:
             kind = "cancelled"
-        except ProviderError as exc:
+        except ActorchatError as exc:  # ProviderError, Timeout, Overloaded...
             kind, value = "error", exc
         except Exception as exc:  # noqa: BLE001 - a bug: the conversation crashes
             kind, value = "crash", exc

@@ -217,10 +217,30 @@ class ChatSystem:
             return MemoryStore()
         return SQLiteStore(cfg.data_dir / "actorchat.sqlite3", synchronous=cfg.sqlite_synchronous)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop every conversation (partial replies kept), then the rest."""
+    def drain(self, grace: float) -> bool:
+        """Wait up to ``grace`` seconds for replies in progress to finish.
+
+        Returns True when none is left. New messages are still accepted;
+        the server stops taking them before it drains.
+        """
+        deadline = time.monotonic() + grace
+        while self.metrics.generating > 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            gevent.sleep(min(0.05, remaining))
+        return True
+
+    def stop(self, timeout: float = 10.0, *, grace: float = 0.0) -> None:
+        """Stop every conversation, then the rest.
+
+        With ``grace``, replies in progress get that long to finish first;
+        any still running are then cancelled with their partial text kept.
+        """
         if not self.started:
             return
+        if grace > 0:
+            self.drain(grace)
         self.started = False
         try:
             if self._supervisor is not None:
