@@ -37,7 +37,7 @@ class Subscription:
     Close it when done; a closed subscription receives nothing more.
     """
 
-    __slots__ = ("_bus", "_queue", "_ready", "closed", "close_reason", "key", "maxsize")
+    __slots__ = ("_bus", "_queue", "_ready", "close_reason", "closed", "key", "maxsize")
 
     def __init__(self, bus: EventBus, key: str | None, maxsize: int) -> None:
         self._bus = bus

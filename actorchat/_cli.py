@@ -28,8 +28,13 @@ def _load(args: argparse.Namespace, **extra: Any) -> Any:
     from actorchat.config import load_config
 
     keys = (
-        "data_dir", "store", "default_model", "mock_tokens", "mock_delay_ms",
-        "idle_timeout", "log_level",
+        "data_dir",
+        "store",
+        "default_model",
+        "mock_tokens",
+        "mock_delay_ms",
+        "idle_timeout",
+        "log_level",
     )
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides.update(extra)
@@ -65,7 +70,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from actorchat.server import serve
+        from actorchat.server import serve  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         print("actorchat serve: the server is not part of this build yet", file=sys.stderr)
         return 2

@@ -76,7 +76,7 @@ class InjectedCrash(RuntimeError):
 class Send:
     """A user message; ``on_ack`` gets the stored Message, ``on_done`` the reply."""
 
-    __slots__ = ("content", "sender_id", "on_ack", "on_done")
+    __slots__ = ("content", "on_ack", "on_done", "sender_id")
 
     def __init__(
         self,
@@ -174,7 +174,7 @@ class _GenDone:
 class Turn:
     """A user message waiting for (or getting) its reply."""
 
-    __slots__ = ("user", "model", "replaces", "attempt", "waiters")
+    __slots__ = ("attempt", "model", "replaces", "user", "waiters")
 
     def __init__(
         self,
@@ -195,15 +195,15 @@ class Generation:
     """One reply being generated."""
 
     __slots__ = (
-        "id",
-        "turn",
-        "model",
+        "cancelled",
         "chunks",
-        "index",
-        "started",
         "first_token_at",
         "greenlet",
-        "cancelled",
+        "id",
+        "index",
+        "model",
+        "started",
+        "turn",
     )
 
     def __init__(self, turn: Turn, model: str, now: float) -> None:
@@ -418,7 +418,7 @@ def _call(callback: Callback | None, value: Any) -> None:
         return
     try:
         callback(value)
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.warning("a conversation callback raised; ignored", exc_info=True)
 
 
@@ -478,13 +478,13 @@ class ConversationActor(pykka.ThreadingActor):
             log.warning("conversation %s crashed: %s", self.conversation_id, reason)
         try:
             self._on_crash(reason)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("conversation %s: crash handling failed", self.conversation_id)
 
     def on_start(self) -> None:
         deps = self.deps
         if self._fresh is not None:
-            info, history = self._fresh, []
+            info, history = self._fresh, list[Message]()
             self._fresh = None
         else:
             loaded = deps.store.load(self.conversation_id)
@@ -616,8 +616,14 @@ class ConversationActor(pykka.ThreadingActor):
         assert self.core is not None
         info = self.core.info
         return Conversation(
-            info.id, info.owner, info.title, info.model, info.system_prompt,
-            info.created_at, info.updated_at, info.message_count,
+            info.id,
+            info.owner,
+            info.title,
+            info.model,
+            info.system_prompt,
+            info.created_at,
+            info.updated_at,
+            info.message_count,
         )
 
     def _on_update(self, msg: UpdateSettings) -> Conversation:
@@ -701,9 +707,11 @@ class ConversationActor(pykka.ThreadingActor):
             return
         model_cfg = deps.config.all_models().get(gen.model)
         info = core.info
-        system_prompt = info.system_prompt or (
-            model_cfg.system_prompt if model_cfg and model_cfg.system_prompt else ""
-        ) or deps.config.system_prompt
+        system_prompt = (
+            info.system_prompt
+            or (model_cfg.system_prompt if model_cfg and model_cfg.system_prompt else "")
+            or deps.config.system_prompt
+        )
         assert model_cfg is not None
         request = GenerationRequest(
             model=model_cfg,

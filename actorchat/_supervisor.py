@@ -217,14 +217,18 @@ class SupervisorActor(pykka.ThreadingActor):
         child = self.children.get(cid)
         if child is None or child.actor is not msg.actor:
             # A stale report (deleted, or already replaced): pass requests on.
-            self._reject(msg.inbox, msg.waiters, ConversationFailed(f"conversation {cid!r} is gone"))
+            self._reject(
+                msg.inbox, msg.waiters, ConversationFailed(f"conversation {cid!r} is gone")
+            )
             return
         publish = deps.bus.publish
         publish(ConversationState(cid, "crashed", msg.reason))
         if self.restart_type == "temporary":
             self._remove(cid, child)
             self.crashed[cid] = msg.reason
-            self._reject(msg.inbox, msg.waiters, ConversationFailed(f"conversation {cid!r} crashed"))
+            self._reject(
+                msg.inbox, msg.waiters, ConversationFailed(f"conversation {cid!r} crashed")
+            )
             return
         now = time.monotonic()
         times = child.restart_times
@@ -236,7 +240,10 @@ class SupervisorActor(pykka.ThreadingActor):
             deps.metrics.failed += 1
             log.warning(
                 "conversation %s failed: %d restarts within %.1fs (last: %s)",
-                cid, len(times), self.max_seconds, msg.reason,
+                cid,
+                len(times),
+                self.max_seconds,
+                msg.reason,
             )
             publish(ConversationState(cid, "failed", msg.reason))
             self._reject(

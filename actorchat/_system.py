@@ -43,6 +43,7 @@ from actorchat._events import (
     StreamComplete,
     StreamStart,
 )
+from actorchat._export import export_conversation
 from actorchat._gevent import ensure_patched
 from actorchat._records import Conversation, Message, new_id
 from actorchat._registry import Registry, RegistryActor
@@ -86,14 +87,14 @@ class Metrics:
     """System-wide counters, bumped in place by actors (one hub: no locks)."""
 
     __slots__ = (
-        "messages",
-        "tokens",
-        "generating",
-        "provider_errors",
         "crashes",
-        "restarts",
         "failed",
+        "generating",
+        "messages",
         "passivated",
+        "provider_errors",
+        "restarts",
+        "tokens",
     )
 
     def __init__(self) -> None:
@@ -244,7 +245,7 @@ class ChatSystem:
         self.started = False
         try:
             if self._supervisor is not None:
-                actors = self._supervisor.ask(StopAll(), timeout=timeout)
+                actors = self._supervisor.ask(StopAll(), block=True, timeout=timeout)
                 deadline = time.monotonic() + timeout
                 for actor in actors:
                     remaining = deadline - time.monotonic()
@@ -267,7 +268,7 @@ class ChatSystem:
         for provider in self.providers.values():
             try:
                 provider.close()
-            except Exception:  # noqa: BLE001 - closing must go on
+            except Exception:
                 log.warning("provider close failed", exc_info=True)
         if self.store is not None:
             self.store.close()
@@ -297,6 +298,9 @@ class ChatSystem:
             raise ConfigurationError("the ChatSystem is not started (use start() or 'with')")
         return self._supervisor
 
+    def _sup_ask(self, message: Any, timeout: float | None = None) -> Any:
+        return self._sup().ask(message, block=True, timeout=timeout)
+
     def _route(self, cid: str) -> pykka.ActorRef[Any]:
         sup = self._sup()
         assert self.registry is not None
@@ -304,7 +308,7 @@ class ChatSystem:
         ref = self.registry.lookup(cid)
         if ref is not None and ref.is_alive():
             return ref
-        result: pykka.ActorRef[Any] = sup.ask(Activate(cid))
+        result: pykka.ActorRef[Any] = sup.ask(Activate(cid), block=True)
         return result
 
     def _tell(self, cid: str, message: Any) -> None:
@@ -319,7 +323,7 @@ class ChatSystem:
     def _ask(self, cid: str, message: Any, timeout: float | None = None) -> Any:
         for _ in range(_ROUTE_ATTEMPTS):
             try:
-                return self._route(cid).ask(message, timeout=timeout)
+                return self._route(cid).ask(message, block=True, timeout=timeout)
             except ActorDeadError:
                 continue
             except pykka.Timeout as exc:
@@ -371,7 +375,7 @@ class ChatSystem:
     ) -> str:
         """Create a conversation and start its actor; returns its id."""
         conv = self._new_conversation(owner, title, model, system_prompt)
-        ids: list[str] = self._sup().ask(StartNew([conv]))
+        ids: list[str] = self._sup_ask(StartNew([conv]))
         self.bus.publish(ConversationUpdated(conv.id, conv, created=True))
         return ids[0]
 
@@ -382,7 +386,7 @@ class ChatSystem:
         convs = [self._new_conversation(**settings) for _ in range(n)]
         ids: list[str] = []
         for i in range(0, len(convs), 10_000):
-            ids.extend(self._sup().ask(StartNew(convs[i : i + 10_000])))
+            ids.extend(self._sup_ask(StartNew(convs[i : i + 10_000])))
         for conv in convs:
             self.bus.publish(ConversationUpdated(conv.id, conv, created=True))
         if self.config.gc_freeze and n >= 1000:
@@ -433,13 +437,13 @@ class ChatSystem:
 
     def stop_conversation(self, cid: str) -> bool:
         """Stop a conversation's actor now; it comes back when next used."""
-        result: bool = self._sup().ask(StopChild(str(cid)))
+        result: bool = self._sup_ask(StopChild(str(cid)))
         return result
 
     def delete_conversation(self, cid: str) -> bool:
         """Stop it, delete its data, and tell subscribers."""
         cid = str(cid)
-        self._sup().ask(Forget(cid))
+        self._sup_ask(Forget(cid))
         assert self.store is not None
         deleted = self.store.delete_conversation(cid)
         if deleted:
@@ -583,6 +587,14 @@ class ChatSystem:
             raise NotFound(f"no conversation {cid!r}")
         return self.store.messages(str(cid), limit, before, versions)
 
+    def export(self, cid: str, fmt: str = "json") -> str:
+        """The stored conversation as ``json``, ``md`` or ``csv`` text."""
+        assert self.store is not None
+        conv = self.store.get_conversation(str(cid))
+        if conv is None:
+            raise NotFound(f"no conversation {cid!r}")
+        return export_conversation(conv, self.store.messages(str(cid)), fmt)
+
     def get_stats(self, cid: str) -> ConversationStats:
         result: ConversationStats = self._ask(str(cid), GetStats())
         return result
@@ -646,7 +658,7 @@ class ChatSystem:
 
     def kill(self, cid: str) -> bool:
         """Crash a live conversation as from an unexpected exception."""
-        killed: list[str] = self._sup().ask(KillChildren([str(cid)]))
+        killed: list[str] = self._sup_ask(KillChildren([str(cid)]))
         return bool(killed)
 
     def kill_many(
@@ -657,19 +669,19 @@ class ChatSystem:
             raise InvalidRequest("give ids or fraction")
         if fraction is not None and not 0 <= fraction <= 1:
             raise InvalidRequest("fraction must be within 0..1")
-        result: list[str] = self._sup().ask(
+        result: list[str] = self._sup_ask(
             KillChildren(None if ids is None else [str(i) for i in ids], fraction)
         )
         return result
 
     def states(self, state: str | None = None, limit: int | None = None) -> list[tuple[str, str]]:
         """``(id, state)`` of live, failed and crashed conversations."""
-        result: list[tuple[str, str]] = self._sup().ask(States(state, limit))
+        result: list[tuple[str, str]] = self._sup_ask(States(state, limit))
         return result
 
     def stats(self) -> dict[str, Any]:
         """A system-wide snapshot: conversations by state, tokens/s, restarts, RSS."""
-        counts: dict[str, int] = self._sup().ask(Counts())
+        counts: dict[str, int] = self._sup_ask(Counts())
         m = self.metrics
         now = time.monotonic()
         t0, tokens0, last_rate = self._rate

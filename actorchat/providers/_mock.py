@@ -27,13 +27,73 @@ _OPENERS = (
     "A mock model's thoughts on",
     "Speaking as the embedded mock, about",
 )
-_WORDS = (
-    "actors keep their own state and talk only through messages so one crash stays local "
-    "a supervisor restarts what failed and the history comes back from the store "
-    "every conversation runs in its own lightweight greenlet while tokens stream to "
-    "each watching client in order with nothing lost along the way the model here is "
-    "simulated and deterministic which makes tests repeatable and benchmarks fair"
-).split()
+_WORDS = [
+    "actors",
+    "keep",
+    "their",
+    "own",
+    "state",
+    "and",
+    "talk",
+    "only",
+    "through",
+    "messages",
+    "so",
+    "one",
+    "crash",
+    "stays",
+    "local",
+    "a",
+    "supervisor",
+    "restarts",
+    "what",
+    "failed",
+    "and",
+    "the",
+    "history",
+    "comes",
+    "back",
+    "from",
+    "the",
+    "store",
+    "every",
+    "conversation",
+    "runs",
+    "in",
+    "its",
+    "own",
+    "lightweight",
+    "greenlet",
+    "while",
+    "tokens",
+    "stream",
+    "to",
+    "each",
+    "watching",
+    "client",
+    "in",
+    "order",
+    "with",
+    "nothing",
+    "lost",
+    "along",
+    "the",
+    "way",
+    "the",
+    "model",
+    "here",
+    "is",
+    "simulated",
+    "and",
+    "deterministic",
+    "which",
+    "makes",
+    "tests",
+    "repeatable",
+    "and",
+    "benchmarks",
+    "fair",
+]
 _ENDINGS = (".", ".", ".", "!", "?", ";")
 
 
@@ -80,9 +140,7 @@ class MockProvider(Provider):
             digest.update(b"\1")
         digest.update(str(request.attempt).encode())
         rng = random.Random(int.from_bytes(digest.digest(), "big"))
-        last_user = next(
-            (t.content for t in reversed(request.messages) if t.role == "user"), ""
-        )
+        last_user = next((t.content for t in reversed(request.messages) if t.role == "user"), "")
         topic = " ".join(_topic(last_user))
         out = rng.choice(_OPENERS).split()
         out.append(f"“{topic}”:")

@@ -84,7 +84,7 @@ def _msg(row: sqlite3.Row | tuple[Any, ...]) -> Message:
 
 
 class _Op:
-    __slots__ = ("fn", "args", "result")
+    __slots__ = ("args", "fn", "result")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.fn = fn
@@ -209,8 +209,16 @@ class SQLiteStore(Store):
 
     def create_conversations(self, conversations: Sequence[Conversation]) -> None:
         rows = [
-            (c.id, c.owner, c.title, c.model, c.system_prompt, c.created_at, c.updated_at,
-             c.message_count)
+            (
+                c.id,
+                c.owner,
+                c.title,
+                c.model,
+                c.system_prompt,
+                c.created_at,
+                c.updated_at,
+                c.message_count,
+            )
             for c in conversations
         ]
 
@@ -225,11 +233,19 @@ class SQLiteStore(Store):
         m = message
         u = m.usage
         row = (
-            m.id, m.conversation_id, m.role, m.content, m.sender_id, m.created_at, m.turn,
+            m.id,
+            m.conversation_id,
+            m.role,
+            m.content,
+            m.sender_id,
+            m.created_at,
+            m.turn,
             None if u is None else u.prompt_tokens,
             None if u is None else u.completion_tokens,
             0 if u is None else int(u.estimated),
-            m.finish_reason, m.model, int(m.superseded),
+            m.finish_reason,
+            m.model,
+            int(m.superseded),
         )
         self._call(_append, row)
 
@@ -349,8 +365,9 @@ class SQLiteStore(Store):
             if owner is None:
                 return int(db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0])
             return int(
-                db.execute("SELECT COUNT(*) FROM conversations WHERE owner = ?", (owner,))
-                .fetchone()[0]
+                db.execute(
+                    "SELECT COUNT(*) FROM conversations WHERE owner = ?", (owner,)
+                ).fetchone()[0]
             )
 
         result: int = self._call(run)
@@ -360,7 +377,6 @@ class SQLiteStore(Store):
 def _append(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
     db.execute(f"INSERT INTO messages ({_MSG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
     db.execute(
-        "UPDATE conversations SET message_count = message_count + 1, updated_at = ? "
-        "WHERE id = ?",
+        "UPDATE conversations SET message_count = message_count + 1, updated_at = ? WHERE id = ?",
         (row[5], row[1]),
     )
