@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 
-class GenerationCancelled(Exception):  # noqa: N818 - a signal, not an error
+class GenerationCancelled(Exception):
     """Raised inside a generation to stop it (``cancel_stream``).
 
     An ``Exception``, not a ``BaseException``: Pykka stops *every* actor
