@@ -1,0 +1,130 @@
+"""Crashes, restarts and restart intensity, with real actors and SQLite."""
+
+from __future__ import annotations
+
+import gevent
+import pytest
+
+from actorchat import ChatSystem, ConversationState, StreamComplete, StreamContent, StreamStart
+from actorchat.config import ModelConfig
+from actorchat.errors import ConversationFailed
+from tests.helpers import WAIT, of_type, wait_for
+
+
+def restarted(cid: str):  # type: ignore[no-untyped-def]
+    return of_type(ConversationState, conversation_id=cid, state="idle", reason="restarted")
+
+
+def test_killed_conversation_restarts_with_identical_history(system: ChatSystem) -> None:
+    cid = system.start_conversation()
+    for text in ("one", "two", "three"):
+        system.send_message(cid, text, timeout=WAIT)
+    before = system.get_history(cid)
+    sub = system.subscribe(cid)
+    assert system.kill(cid)
+    wait_for(sub, restarted(cid))
+    assert system.get_history(cid) == before
+    stats = system.get_stats(cid)
+    assert stats.restarts == 1 and stats.messages == 6
+    assert system.send_message(cid, "four", timeout=WAIT)
+
+
+def test_pending_reply_arrives_after_a_crash_mid_stream(make_system) -> None:  # type: ignore[no-untyped-def]
+    system = make_system(mock_delay_ms=10.0, mock_tokens=40)
+    cid = system.start_conversation()
+    system.send_message(cid, "warm up", timeout=WAIT)
+    sub = system.subscribe(cid)
+    waiter = gevent.spawn(system.send_message, cid, "answer me", timeout=WAIT)
+    start, _ = wait_for(sub, of_type(StreamStart))
+    wait_for(sub, of_type(StreamContent, index=3))
+    system.kill(cid)
+    # The interrupted reply ends once, with an error...
+    done, seen = wait_for(sub, of_type(StreamComplete, message_id=start.message_id))  # type: ignore[attr-defined]
+    assert done.finish_reason == "error"  # type: ignore[attr-defined]
+    assert any(getattr(e, "code", None) == "INTERNAL_ERROR" for e in seen)
+    # ...and after the restart the same user message is answered again.
+    again, _ = wait_for(sub, of_type(StreamStart))
+    assert again.reply_to == start.reply_to and again.message_id != start.message_id  # type: ignore[attr-defined]
+    first_delta, _ = wait_for(sub, of_type(StreamContent, message_id=again.message_id))  # type: ignore[attr-defined]
+    assert first_delta.index == 0  # type: ignore[attr-defined]
+    reply = waiter.get(timeout=WAIT)
+    history = system.get_history(cid)
+    assert [m.content for m in history if m.role == "user"] == ["warm up", "answer me"]
+    assert history[-1].content == reply and history[-1].finish_reason == "stop"
+    assert len(history) == 4
+
+
+def test_requests_queued_in_a_crashing_mailbox_are_not_lost(system: ChatSystem) -> None:
+    cid = system.start_conversation()
+    system.kill(cid)
+    # These land in the dying actor's mailbox or its successor's: all answered.
+    replies = [gevent.spawn(system.send_message, cid, f"m{i}", timeout=WAIT) for i in range(5)]
+    gevent.joinall(replies, timeout=WAIT, raise_error=True)
+    assert all(g.value for g in replies)
+    assert len(system.get_history(cid)) == 10
+
+
+def test_intensity_exceeded_fails_that_conversation_only(make_system) -> None:  # type: ignore[no-untyped-def]
+    system = make_system(max_restarts=3, max_seconds=60.0)
+    bad = system.start_conversation()
+    others = system.start_conversations(100)
+    system.send_message(bad, "before", timeout=WAIT)
+    sub = system.subscribe(bad)
+    for _ in range(3):
+        system.kill(bad)
+        wait_for(sub, restarted(bad))
+    system.kill(bad)
+    wait_for(sub, of_type(ConversationState, state="failed"))
+    with pytest.raises(ConversationFailed):
+        system.send_message(bad, "after", timeout=WAIT)
+    assert ("failed" in dict(system.states(state="failed")).values())
+    stats = system.stats()
+    assert stats["states"]["failed"] == 1 and stats["restarts_total"] == 3
+    results = system.broadcast_message(others, "still alive?", timeout=WAIT)
+    assert all(isinstance(r, str) and r for r in results.values())
+    # Its history is still readable from the store.
+    assert [m.content for m in system.messages(bad)][0] == "before"
+
+
+def test_killing_ten_percent_at_once_recovers_them_all(make_system) -> None:  # type: ignore[no-untyped-def]
+    system = make_system()
+    ids = system.start_conversations(500)
+    system.broadcast_message(ids, "hello", timeout=WAIT)
+    sub = system.subscribe(None, maxsize=100_000)
+    killed = system.kill_many(fraction=0.1)
+    assert len(killed) == 50
+    pending = set(killed)
+    while pending:
+        event, _ = wait_for(sub, of_type(ConversationState, state="idle", reason="restarted"))
+        pending.discard(event.conversation_id)
+    for cid in killed:
+        assert len(system.get_history(cid)) == 2
+    assert system.stats()["states"]["failed"] == 0
+
+
+def test_crashing_model_is_restarted_then_fails_past_intensity(make_system) -> None:  # type: ignore[no-untyped-def]
+    system = make_system(
+        max_restarts=2,
+        max_seconds=60.0,
+        models={"crashy": ModelConfig("crashy", provider="mock", options={"crash_rate": 1.0})},
+    )
+    cid = system.start_conversation(model="crashy")
+    sub = system.subscribe(cid)
+    with pytest.raises(ConversationFailed):
+        system.send_message(cid, "boom", timeout=WAIT)
+    wait_for(sub, of_type(ConversationState, state="failed"))
+    # The acknowledged message was never lost.
+    assert [m.content for m in system.messages(cid)] == ["boom"]
+
+
+def test_temporary_conversations_are_not_restarted_but_come_back_when_used(make_system) -> None:  # type: ignore[no-untyped-def]
+    system = make_system(restart="temporary")
+    cid = system.start_conversation()
+    system.send_message(cid, "hi", timeout=WAIT)
+    sub = system.subscribe(cid)
+    system.kill(cid)
+    wait_for(sub, of_type(ConversationState, state="crashed"))
+    assert dict(system.states(state="crashed")) == {cid: "crashed"}
+    # Used again: activated from the store like a passivated conversation.
+    assert system.send_message(cid, "again", timeout=WAIT)
+    assert len(system.get_history(cid)) == 4
