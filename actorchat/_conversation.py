@@ -530,7 +530,8 @@ class ConversationActor(pykka.ThreadingActor):
                 pass
 
     def on_receive(self, message: Any) -> Any:
-        self.last_active = time.time()
+        if type(message) is not Passivate:  # the sweep's own question is no activity
+            self.last_active = time.time()
         if self._missing:
             self._refuse(message, NotFound(f"no conversation {self.conversation_id!r}"))
             return None

@@ -1,0 +1,142 @@
+"""The stores: SQLite on real files (and the in-memory one, same contract)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from actorchat import ChatSystem, Conversation, Message, Usage
+from actorchat.stores import MemoryStore, SQLiteStore, Store
+from tests.helpers import WAIT
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    s: Store = SQLiteStore(tmp_path / "s.sqlite3") if request.param == "sqlite" else MemoryStore()
+    s.open()
+    yield s
+    s.close()
+
+
+def msg(cid: str, mid: str, role: str, turn: int, text: str = "") -> Message:
+    usage = Usage(3, 5) if role == "assistant" else None
+    return Message(mid, cid, role, text or mid, "u1", 1000.0 + turn, turn, usage,
+                   "stop" if role == "assistant" else None)
+
+
+def test_turn_order_paging_and_versions(store: Store) -> None:
+    store.create_conversations([Conversation("c1", "alice", "t")])
+    # u2 arrives while a1 is streaming: stored order u1, u2, a1, a2.
+    for m in (msg("c1", "u1", "user", 1), msg("c1", "u2", "user", 2),
+              msg("c1", "a1", "assistant", 1), msg("c1", "a2", "assistant", 2)):
+        store.append_message(m)
+    loaded = store.load("c1")
+    assert loaded is not None
+    conv, history = loaded
+    assert [m.id for m in history] == ["u1", "a1", "u2", "a2"]
+    assert conv.message_count == 4 and history[1].usage == Usage(3, 5)
+    assert [m.id for m in store.messages("c1", limit=2)] == ["u2", "a2"]
+    assert [m.id for m in store.messages("c1", limit=2, before="u2")] == ["u1", "a1"]
+    store.supersede_message("c1", "a1")
+    store.append_message(msg("c1", "a1b", "assistant", 1))
+    assert [m.id for m in store.load("c1")[1]] == ["u1", "a1b", "u2", "a2"]  # type: ignore[index]
+    versions = store.messages("c1", versions=True)
+    assert [m.id for m in versions if m.superseded] == ["a1"]
+
+
+def test_conversations_list_rename_delete(store: Store) -> None:
+    store.create_conversations([Conversation(f"c{i}", "alice" if i % 2 else "bob") for i in range(6)])
+    alice = store.list_conversations("alice")
+    assert [c.id for c in alice] == ["c5", "c3", "c1"]
+    assert [c.id for c in store.list_conversations("alice", limit=1, before="c5")] == ["c3"]
+    assert store.count_conversations() == 6 and store.count_conversations("bob") == 3
+    conv = store.get_conversation("c1")
+    assert conv is not None
+    conv.title = "renamed"
+    store.update_conversation(conv)
+    assert store.get_conversation("c1").title == "renamed"  # type: ignore[union-attr]
+    assert store.delete_conversation("c1") and not store.delete_conversation("c1")
+    assert store.load("c1") is None
+
+
+def test_sqlite_schema_is_versioned(tmp_path: Path) -> None:
+    path = tmp_path / "v.sqlite3"
+    s = SQLiteStore(path)
+    s.open()
+    s.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    again = SQLiteStore(path)  # reopening runs no migration twice
+    again.open()
+    again.close()
+
+
+def test_group_commit_batches_concurrent_writes(tmp_path: Path) -> None:
+    import gevent
+
+    s = SQLiteStore(tmp_path / "g.sqlite3")
+    s.open()
+    s.create_conversations([Conversation("c", "u")])
+    jobs = [gevent.spawn(s.append_message, msg("c", f"m{i}", "user", i)) for i in range(1, 501)]
+    gevent.joinall(jobs, raise_error=True)
+    assert s.count_conversations() == 1
+    assert len(s.messages("c")) == 500
+    assert s.batches < 100, "500 concurrent appends should share commits"
+    s.close()
+
+
+def test_acknowledged_messages_are_durable_across_processes(tmp_path: Path, config) -> None:  # type: ignore[no-untyped-def]
+    with ChatSystem(config) as chat:
+        cid = chat.start_conversation()
+        acked = [chat.post_message(cid, f"durable {i}").id for i in range(20)]
+        reply = chat.send_message(cid, "last one", timeout=WAIT)
+        # While this process still runs, a second one reads the same file.
+        script = textwrap.dedent(f"""
+            import json, sqlite3
+            db = sqlite3.connect({str(config.data_dir / 'actorchat.sqlite3')!r})
+            rows = db.execute("SELECT id, role, content FROM messages "
+                              "WHERE conversation_id = ? ORDER BY seq", ({cid!r},)).fetchall()
+            print(json.dumps(rows))
+        """)
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             check=True, timeout=60)
+        rows = json.loads(out.stdout)
+        ids = [r[0] for r in rows]
+        assert all(mid in ids for mid in acked)
+        assert reply in [r[2] for r in rows]
+
+
+def test_history_survives_a_restart_of_the_whole_system(config) -> None:  # type: ignore[no-untyped-def]
+    with ChatSystem(config) as chat:
+        cid = chat.start_conversation(title="keep me")
+        chat.send_message(cid, "persist", timeout=WAIT)
+        before = chat.get_history(cid)
+    with ChatSystem(config) as chat:
+        assert chat.get_history(cid) == before
+        assert chat.list_conversations("local")[0].title == "keep me"
+
+
+def test_export_formats(system: ChatSystem) -> None:
+    import csv
+    import io
+
+    from actorchat.errors import InvalidRequest
+
+    cid = system.start_conversation(title="Export me")
+    reply = system.send_message(cid, "hello, export", timeout=WAIT)
+    data = json.loads(system.export(cid, "json"))
+    assert data["conversation"]["title"] == "Export me"
+    assert [m["content"] for m in data["messages"]] == ["hello, export", reply]
+    md = system.export(cid, "md")
+    assert md.startswith("# Export me") and reply in md
+    rows = list(csv.reader(io.StringIO(system.export(cid, "csv"))))
+    assert rows[0][:3] == ["id", "turn", "role"] and rows[2][5] == reply
+    with pytest.raises(InvalidRequest):
+        system.export(cid, "pdf")
