@@ -1,0 +1,58 @@
+"""Configuration: defaults < file < environment < overrides, validated once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actorchat import load_config
+from actorchat.errors import ConfigurationError
+
+
+def test_precedence(tmp_path: Path) -> None:
+    f = tmp_path / "actorchat.toml"
+    f.write_text('mock_tokens = 7\nmock_delay_ms = 3\n[mock]\nfailure_rate = 0.5\n'
+                 '[models.fast]\nprovider = "mock"\ntokens = 2\n')
+    cfg = load_config(f, env={})
+    assert (cfg.mock_tokens, cfg.mock_delay_ms, cfg.mock_failure_rate) == (7, 3.0, 0.5)
+    assert cfg.models["fast"].options == {"tokens": 2}
+    cfg = load_config(f, env={"ACTORCHAT_MOCK_TOKENS": "9", "ACTORCHAT_DATA_DIR": "/tmp/x"})
+    assert cfg.mock_tokens == 9 and str(cfg.data_dir) == "/tmp/x"
+    cfg = load_config(f, env={"ACTORCHAT_MOCK_TOKENS": "9"}, mock_tokens=11, idle_timeout=None)
+    assert cfg.mock_tokens == 11 and cfg.idle_timeout == 600.0
+    assert load_config(env={"ACTORCHAT_CONFIG": str(f)}).mock_tokens == 7
+
+
+def test_defaults_need_no_file_or_key() -> None:
+    cfg = load_config(env={})
+    assert cfg.default_model == "mock" and cfg.store == "sqlite"
+    assert "mock" in cfg.all_models()
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"ACTORCHAT_MOCK_TOKENS": "many"}, "mock_tokens must be int"),
+        ({"ACTORCHAT_MOCK_TOKENS": "0"}, "mock_tokens: must be at least 1"),
+        ({"ACTORCHAT_RESTART": "sometimes"}, "restart: must be one of"),
+        ({"ACTORCHAT_DEFAULT_MODEL": "gpt-9"}, "default_model: no model named 'gpt-9'"),
+        ({"ACTORCHAT_GC_FREEZE": "perhaps"}, "gc_freeze must be bool"),
+    ],
+)
+def test_invalid_settings_name_the_setting(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigurationError, match=needle):
+        load_config(env=env)
+
+
+def test_file_errors_are_clear(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("mock_tokens = [")
+    with pytest.raises(ConfigurationError, match="not valid TOML"):
+        load_config(bad, env={})
+    with pytest.raises(ConfigurationError, match="cannot read config file"):
+        load_config(tmp_path / "missing.toml", env={})
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("colour = 'blue'\n")
+    with pytest.raises(ConfigurationError, match="unknown settings"):
+        load_config(unknown, env={})
