@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ import gevent
 import pykka
 from pykka import ActorDeadError
 
+from actorchat._actor import GreenletActor
 from actorchat._bus import EventBus
 from actorchat._events import (
     ConversationState,
@@ -268,7 +268,7 @@ class ConversationCore:
     def __init__(self, info: Conversation, history: list[Message], max_queued: int) -> None:
         self.info = info
         self.history = history
-        self.queue: deque[Turn] = deque()
+        self.queue: list[Turn] = []
         self.current: Generation | None = None
         self.max_queued = max_queued
         self.next_turn = max((m.turn for m in history), default=0) + 1
@@ -422,15 +422,13 @@ def _call(callback: Callback | None, value: Any) -> None:
         log.warning("a conversation callback raised; ignored", exc_info=True)
 
 
-class ConversationActor(pykka.ThreadingActor):
+class ConversationActor(GreenletActor):
     """One conversation, one actor, one greenlet (plus one per generation).
 
     Started only by the supervisor, and never registered in Pykka's
     ``ActorRegistry`` (a list: unregistering is O(n)); the registry actor
     keeps the id map instead.
     """
-
-    use_daemon_thread = True
 
     def __init__(
         self,
@@ -455,11 +453,6 @@ class ConversationActor(pykka.ThreadingActor):
         self.last_active = time.time()
 
     # Pykka hooks -------------------------------------------------------------
-
-    def _start_actor_loop(self) -> None:
-        # Under gevent a Thread is a greenlet anyway; a raw greenlet skips the
-        # threading module's bookkeeping (start cost and memory per actor).
-        gevent.spawn_raw(self._actor_loop)
 
     def _handle_failure(
         self,
@@ -512,16 +505,17 @@ class ConversationActor(pykka.ThreadingActor):
 
     def on_stop(self) -> None:
         core = self.core
-        if core is not None and core.current is not None:
-            self._abort_generation(core.current, "cancelled")
         if core is not None:
-            err = ConversationError(f"conversation stopped ({self.stop_reason or 'stopped'})")
-            for turn in core.queue:
-                for w in turn.waiters:
-                    _call(w, err)
-            core.queue.clear()
+            if core.current is not None:
+                self._abort_generation(core.current, "cancelled")
+            if core.queue:
+                err = ConversationError(f"conversation stopped ({self.stop_reason or 'stopped'})")
+                for turn in core.queue:
+                    for w in turn.waiters:
+                        _call(w, err)
+                core.queue.clear()
         sup = self.deps.supervisor
-        if sup is not None:
+        if sup is not None and self.stop_reason != "shutdown":
             from actorchat._supervisor import ChildStopped
 
             try:
@@ -695,7 +689,7 @@ class ConversationActor(pykka.ThreadingActor):
         if core.current is not None or not core.queue:
             return
         deps = self.deps
-        turn = core.queue.popleft()
+        turn = core.queue.pop(0)
         gen = core.begin(turn, time.time())
         deps.metrics.generating += 1
         deps.bus.publish(StreamStart(core.info.id, gen.id, gen.model, turn.user.id))

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import gevent
 import pykka
+
+from actorchat._actor import GreenletActor
 
 __all__ = ["Register", "Registry", "RegistryActor", "Unregister"]
 
@@ -31,17 +32,12 @@ class Unregister:
     ref: pykka.ActorRef[Any] | None = None
 
 
-class RegistryActor(pykka.ThreadingActor):
+class RegistryActor(GreenletActor):
     """Owns the id map; a ``Registry`` reads it."""
-
-    use_daemon_thread = True
 
     def __init__(self) -> None:
         super().__init__()
         self.table: dict[str, pykka.ActorRef[Any]] = {}
-
-    def _start_actor_loop(self) -> None:
-        gevent.spawn_raw(self._actor_loop)
 
     def on_receive(self, message: Any) -> Any:
         if type(message) is Register:

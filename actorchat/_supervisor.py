@@ -31,14 +31,15 @@ import sys
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import gevent
 import pykka
 from pykka import ActorDeadError
 from pykka._envelope import Envelope
+from pykka.messages import _ActorStop
 
+from actorchat._actor import GreenletActor
 from actorchat._conversation import (
     Callback,
     ConversationActor,
@@ -131,7 +132,8 @@ class Forget:
 @dataclass(slots=True)
 class _Child:
     actor: ConversationActor
-    restart_times: deque[float] = field(default_factory=lambda: deque(maxlen=64))
+    # Created at the first crash: most conversations never need one.
+    restart_times: deque[float] | None = None
     restarts: int = 0
 
 
@@ -142,10 +144,8 @@ def _child_state(actor: ConversationActor) -> str:
     return "generating" if core.current is not None else "idle"
 
 
-class SupervisorActor(pykka.ThreadingActor):
+class SupervisorActor(GreenletActor):
     """Parent of every conversation actor."""
-
-    use_daemon_thread = True
 
     def __init__(self, deps: Deps, registry: Registry) -> None:
         super().__init__()
@@ -158,9 +158,6 @@ class SupervisorActor(pykka.ThreadingActor):
         self.restart_type = cfg.restart
         self.max_restarts = cfg.max_restarts
         self.max_seconds = cfg.max_seconds
-
-    def _start_actor_loop(self) -> None:
-        gevent.spawn_raw(self._actor_loop)
 
     def on_receive(self, message: Any) -> Any:
         handler = _HANDLERS.get(type(message))
@@ -232,6 +229,8 @@ class SupervisorActor(pykka.ThreadingActor):
             return
         now = time.monotonic()
         times = child.restart_times
+        if times is None:
+            times = child.restart_times = deque(maxlen=max(self.max_restarts, 1))
         while times and times[0] <= now - self.max_seconds:
             times.popleft()
         if len(times) >= self.max_restarts:
@@ -362,14 +361,16 @@ class SupervisorActor(pykka.ThreadingActor):
         return asked
 
     def _on_stop_all(self, _msg: StopAll) -> list[ConversationActor]:
+        # One shared stop envelope for everyone: at 100,000 actors the wake-up
+        # of each greenlet (~10 µs here) is the floor, so nothing else is spent.
+        stop = Envelope(_ActorStop())
         actors = []
         for child in self.children.values():
             actor = child.actor
-            actor.stop_reason = "shutdown"
-            try:
-                actor.actor_ref.tell(Shutdown())
-            except ActorDeadError:
+            if actor.actor_stopped.is_set():
                 continue
+            actor.stop_reason = "shutdown"
+            actor.actor_inbox.put(stop)
             actors.append(actor)
         self.children.clear()
         return actors

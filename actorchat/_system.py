@@ -385,14 +385,17 @@ class ChatSystem:
             raise InvalidRequest("n must be >= 0")
         convs = [self._new_conversation(**settings) for _ in range(n)]
         ids: list[str] = []
+        freeze = self.config.gc_freeze and n >= 1000
         for i in range(0, len(convs), 10_000):
-            ids.extend(self._sup_ask(StartNew(convs[i : i + 10_000])))
-        for conv in convs:
-            self.bus.publish(ConversationUpdated(conv.id, conv, created=True))
-        if self.config.gc_freeze and n >= 1000:
-            # Long-lived actors move out of the collector's sight: a gen-2
-            # pass over 100,000 actors stalls the hub for seconds.
-            gc.freeze()
+            chunk = convs[i : i + 10_000]
+            ids.extend(self._sup_ask(StartNew(chunk)))
+            for conv in chunk:
+                self.bus.publish(ConversationUpdated(conv.id, conv, created=True))
+            if freeze:
+                # Long-lived actors move out of the collector's sight: gen-2
+                # passes over 100,000 actors stall the hub for seconds, and
+                # made starting them quadratic.
+                gc.freeze()
         return ids
 
     def conversation_count(self) -> int:
