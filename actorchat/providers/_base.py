@@ -106,15 +106,31 @@ class Provider(ABC):
 
 ProviderFactory = Callable[[ModelConfig, Config], Provider]
 _FACTORIES: dict[str, ProviderFactory] = {}
+_UNLIMITED: set[str] = set()
 
 
-def register_provider(kind: str, factory: ProviderFactory) -> None:
-    """Make ``provider = "<kind>"`` usable in model configuration."""
+def register_provider(kind: str, factory: ProviderFactory, *, limited: bool = True) -> None:
+    """Make ``provider = "<kind>"`` usable in model configuration.
+
+    ``limited=False`` is for providers without a backend to protect (the
+    in-process mock): their models get counters but no concurrency, rate
+    or queue bound.
+    """
     _FACTORIES[kind] = factory
+    if limited:
+        _UNLIMITED.discard(kind)
+    else:
+        _UNLIMITED.add(kind)
 
 
 def create_provider(model: ModelConfig, config: Config) -> Provider:
-    """Instantiate the provider a model's configuration names."""
+    """Instantiate the provider a model's configuration names.
+
+    Every provider comes wrapped in its model's pool and rate limits
+    (``actorchat.providers._limits.LimitedProvider``).
+    """
+    from actorchat.providers._limits import LimitedProvider
+
     try:
         factory = _FACTORIES[model.provider]
     except KeyError:
@@ -123,4 +139,4 @@ def create_provider(model: ModelConfig, config: Config) -> Provider:
             f"(known: {sorted(_FACTORIES)})"
         )
         raise ConfigurationError(msg) from None
-    return factory(model, config)
+    return LimitedProvider(factory(model, config), model, limited=model.provider not in _UNLIMITED)
