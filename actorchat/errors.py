@@ -10,7 +10,9 @@ still see the cause::
     ├── NotFound                  no such conversation or message
     ├── Forbidden                 the conversation belongs to another user
     ├── InvalidRequest            a call or frame with a missing or wrong field
-    │   └── MessageTooLong        content over the configured limit
+    │   ├── MessageTooLong        content over the configured limit
+    │   ├── InvalidJSON           a frame or body that is not a JSON object
+    │   └── UnknownType           a frame whose ``type`` the protocol does not define
     ├── RateLimited               too many messages; carries ``retry_after``
     ├── Overloaded                a configured capacity is full
     ├── ConversationError         a conversation could not do what was asked
@@ -19,7 +21,8 @@ still see the cause::
     ├── ProviderError             the model backend failed (after retries)
     │   └── Timeout               the model did not answer in time
     ├── StoreError                the store could not read or write
-    └── AuthError                 missing, invalid or expired credentials
+    └── AuthError                 invalid or expired credentials
+        └── AuthRequired          no credentials where they are needed
 
 The protocol's error codes are derived from this tree in one table,
 ``error_code()``, so the server never decides a code anywhere else.
@@ -30,11 +33,13 @@ from __future__ import annotations
 __all__ = [
     "ActorchatError",
     "AuthError",
+    "AuthRequired",
     "ConfigurationError",
     "ConversationCrashed",
     "ConversationError",
     "ConversationFailed",
     "Forbidden",
+    "InvalidJSON",
     "InvalidRequest",
     "MessageTooLong",
     "NotFound",
@@ -43,6 +48,7 @@ __all__ = [
     "RateLimited",
     "StoreError",
     "Timeout",
+    "UnknownType",
     "error_code",
 ]
 
@@ -80,6 +86,18 @@ class MessageTooLong(InvalidRequest):
     """Message content is longer than the configured limit."""
 
     code = "MESSAGE_TOO_LONG"
+
+
+class InvalidJSON(InvalidRequest):
+    """A frame (or request body) is not a JSON object."""
+
+    code = "INVALID_JSON"
+
+
+class UnknownType(InvalidRequest):
+    """A frame names a ``type`` the protocol does not define."""
+
+    code = "UNKNOWN_TYPE"
 
 
 class RateLimited(ActorchatError):
@@ -130,9 +148,15 @@ class StoreError(ActorchatError):
 
 
 class AuthError(ActorchatError):
-    """Credentials are missing, invalid or expired."""
+    """Credentials are invalid or expired."""
 
     code = "AUTH_FAILED"
+
+
+class AuthRequired(AuthError):
+    """No credentials were given where they are needed."""
+
+    code = "AUTH_REQUIRED"
 
 
 def error_code(exc: BaseException) -> str:
