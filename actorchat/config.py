@@ -83,6 +83,8 @@ class Config:
     max_content_chars: int = 100_000
     history_limit: int = 50
     subscriber_queue: int = 1000
+    #: Tune CPython's collector for many long-lived actors: raise the
+    #: thresholds at start and freeze what bulk starts create (process-wide).
     gc_freeze: bool = True
 
     # Server
@@ -90,6 +92,25 @@ class Config:
     port: int = 8000
     jwt_secret: str = ""
     log_level: str = "INFO"
+    # Server: auth, heartbeat, limits (PROTOCOL.md rule 14), shutdown
+    jwt_leeway: float = 30.0
+    dev_token_ttl: float = 86_400.0
+    allowed_origins: str = ""
+    auth_timeout: float = 10.0
+    ping_interval: float = 25.0
+    send_timeout: float = 30.0
+    max_frame_bytes: int = 1_048_576
+    outbound_queue: int = 16_384
+    rate_limit_messages: int = 30
+    rate_limit_window: float = 10.0
+    max_connections: int = 10_000
+    max_batch: int = 10_000
+    max_broadcast: int = 10_000
+    max_conversations_per_user: int = 100_000
+    max_page: int = 1000
+    reply_timeout: float = 300.0
+    shutdown_grace: float = 30.0
+    log_format: str = "text"
 
     def validate(self) -> Config:
         """Check every field once; raise ``ConfigurationError`` naming it."""
@@ -117,7 +138,24 @@ class Config:
         need(self.max_content_chars >= 1, "max_content_chars", "must be at least 1")
         need(self.history_limit >= 0, "history_limit", "must be >= 0")
         need(self.subscriber_queue >= 2, "subscriber_queue", "must be at least 2")
-        need(0 < self.port < 65536, "port", "must be a TCP port")
+        need(0 <= self.port < 65536, "port", "must be a TCP port (0: any free port)")
+        need(self.jwt_leeway >= 0, "jwt_leeway", "must be >= 0")
+        need(self.dev_token_ttl > 0, "dev_token_ttl", "must be > 0")
+        need(self.auth_timeout > 0, "auth_timeout", "must be > 0")
+        need(self.ping_interval >= 0, "ping_interval", "must be >= 0 (0 disables)")
+        need(self.send_timeout > 0, "send_timeout", "must be > 0")
+        need(self.max_frame_bytes >= 1024, "max_frame_bytes", "must be at least 1024")
+        need(self.outbound_queue >= 2, "outbound_queue", "must be at least 2")
+        need(self.rate_limit_messages >= 1, "rate_limit_messages", "must be at least 1")
+        need(self.rate_limit_window > 0, "rate_limit_window", "must be > 0")
+        need(self.max_connections >= 1, "max_connections", "must be at least 1")
+        need(self.max_batch >= 1, "max_batch", "must be at least 1")
+        need(self.max_broadcast >= 1, "max_broadcast", "must be at least 1")
+        need(self.max_conversations_per_user >= 1, "max_conversations_per_user", "must be >= 1")
+        need(self.max_page >= 1, "max_page", "must be at least 1")
+        need(self.reply_timeout > 0, "reply_timeout", "must be > 0")
+        need(self.shutdown_grace >= 0, "shutdown_grace", "must be >= 0")
+        need(self.log_format in ("text", "json"), "log_format", "must be 'text' or 'json'")
         if self.default_model not in self.all_models():
             problems.append(
                 f"default_model: no model named {self.default_model!r} "
