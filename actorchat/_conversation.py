@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -197,6 +198,7 @@ class Generation:
     __slots__ = (
         "cancelled",
         "chunks",
+        "finishing",
         "first_token_at",
         "greenlet",
         "id",
@@ -216,6 +218,8 @@ class Generation:
         self.first_token_at = 0.0
         self.greenlet: Any = None
         self.cancelled = False
+        # Set once the reply is being stored: it will complete normally.
+        self.finishing = False
 
 
 @dataclass(slots=True)
@@ -298,9 +302,12 @@ class ConversationCore:
         answered = {m.turn for m in self.history if m.role == "assistant"}
         return [m for m in self.history if m.role == "user" and m.turn not in answered]
 
-    def new_user_message(self, content: str, sender_id: str, now: float) -> Message:
-        if len(self.queue) >= self.max_queued:
-            msg = f"{len(self.queue)} messages are already waiting for a reply"
+    def new_user_message(
+        self, content: str, sender_id: str, now: float, pending: Sized = ()
+    ) -> Message:
+        waiting = len(self.queue) + len(pending)
+        if waiting >= self.max_queued:
+            msg = f"{waiting} messages are already waiting for a reply"
             raise Overloaded(msg)
         turn = self.next_turn
         self.next_turn += 1
@@ -356,9 +363,9 @@ class ConversationCore:
         self.current = gen
         return gen
 
-    def delta(self, gen: Generation, text: str, now: float) -> StreamContent:
+    def delta(self, gen: Generation, text: str) -> StreamContent:
         if not gen.chunks:
-            gen.first_token_at = now
+            gen.first_token_at = time.time()
         gen.chunks.append(text)
         i = gen.index
         gen.index = i + 1
@@ -375,7 +382,7 @@ class ConversationCore:
             s.avg_time_to_first_token = s.ttft_total / s.ttft_count
         if reason == "error":
             s.errors += 1
-        self.current = None
+        gen.finishing = True
         return Message(
             gen.id,
             self.info.id,
@@ -408,6 +415,7 @@ class Deps:
         self.store = store
         self.bus = bus
         self.providers = providers
+        self.models = config.all_models()
         self.metrics = metrics
         self.supervisor: pykka.ActorRef[Any] | None = None
 
@@ -449,6 +457,8 @@ class ConversationActor(GreenletActor):
         self._carried = carried_waiters
         self._missing = False
         self._crashed = False
+        # User messages being stored: user message id -> its Send.
+        self._pending: dict[str, Send] = {}
         self.stop_reason = ""
         self.last_active = time.time()
 
@@ -506,13 +516,16 @@ class ConversationActor(GreenletActor):
     def on_stop(self) -> None:
         core = self.core
         if core is not None:
-            if core.current is not None:
+            if core.current is not None and not core.current.finishing:
                 self._abort_generation(core.current, "cancelled")
-            if core.queue:
+            if core.queue or self._pending:
                 err = ConversationError(f"conversation stopped ({self.stop_reason or 'stopped'})")
                 for turn in core.queue:
                     for w in turn.waiters:
                         _call(w, err)
+                for send in self._pending.values():
+                    _call(send.on_done, err)
+                    send.on_done = None
                 core.queue.clear()
         sup = self.deps.supervisor
         if sup is not None and self.stop_reason != "shutdown":
@@ -547,18 +560,33 @@ class ConversationActor(GreenletActor):
     def _on_send(self, msg: Send) -> None:
         core = self.core
         assert core is not None
-        deps = self.deps
         try:
-            user = core.new_user_message(msg.content, msg.sender_id, time.time())
-            deps.store.append_message(user)
-        except (Overloaded, StoreError) as exc:
+            user = core.new_user_message(msg.content, msg.sender_id, time.time(), self._pending)
+        except Overloaded as exc:
             _call(msg.on_ack, exc)
             _call(msg.on_done, exc)
             return
-        core.add(user)
+        # The actor never waits on the disk: the store calls back once the
+        # message is durable, in submission order, and only then is it
+        # acknowledged, announced and queued for its reply.
+        self._pending[user.id] = msg
+        self.deps.store.append_message_async(user, partial(self._user_stored, user, msg))
+
+    def _user_stored(self, user: Message, msg: Send, error: StoreError | None) -> None:
+        """Continuation of ``_on_send``; runs on the store's completion, without yielding."""
+        self._pending.pop(user.id, None)
+        deps = self.deps
+        if error is not None:
+            _call(msg.on_ack, error)
+            _call(msg.on_done, error)
+            return
         deps.metrics.messages += 1
-        deps.bus.publish(MessageReceived(core.info.id, user))
+        deps.bus.publish(MessageReceived(user.conversation_id, user))
         _call(msg.on_ack, user)
+        core = self.core
+        if core is None or self.actor_stopped.is_set():
+            return  # durable: a successor answers it (its waiter was handed over)
+        core.add(user)
         waiters = [msg.on_done] if msg.on_done is not None else None
         core.queue.append(Turn(user, core.info.model or deps.config.default_model, waiters))
         self._maybe_start()
@@ -644,7 +672,7 @@ class ConversationActor(GreenletActor):
 
     def _on_passivate(self, msg: Passivate) -> None:
         core = self.core
-        if core is None or core.busy or not self.actor_inbox.empty():
+        if core is None or core.busy or self._pending or not self.actor_inbox.empty():
             return
         if self.last_active > msg.deadline:
             return
@@ -700,7 +728,7 @@ class ConversationActor(GreenletActor):
             self._complete(gen, "error", Usage(estimated=True))
             self._maybe_start()
             return
-        model_cfg = deps.config.all_models().get(gen.model)
+        model_cfg = deps.models.get(gen.model)
         info = core.info
         system_prompt = (
             info.system_prompt
@@ -736,7 +764,7 @@ class ConversationActor(GreenletActor):
                         raise GenerationCancelled
                     if type(item) is str:
                         if item:
-                            publish(core.delta(gen, item, time.time()))
+                            publish(core.delta(gen, item))
                             metrics.tokens += 1
                     else:
                         value = item
@@ -769,30 +797,47 @@ class ConversationActor(GreenletActor):
             gevent.kill(g, GenerationCancelled)
 
     def _complete(self, gen: Generation, reason: str, usage: Usage) -> None:
-        """Persist the reply, publish its one completion, answer its waiters."""
+        """Store the reply; once durable, publish its one completion."""
+        core = self.core
+        assert core is not None
+        message = core.finish(gen, reason, usage, time.time())
+        turn = gen.turn
+        replaces = turn.replaces or core.reply_to(turn.user.turn)
+        store = self.deps.store
+        if replaces is not None:
+            store.supersede_message_async(core.info.id, replaces.id)
+        store.append_message_async(message, partial(self._reply_stored, gen, message, replaces))
+
+    def _reply_stored(
+        self, gen: Generation, message: Message, replaces: Message | None, error: StoreError | None
+    ) -> None:
+        """Continuation of ``_complete``; runs on the store's completion, without yielding."""
         core = self.core
         assert core is not None
         deps = self.deps
         deps.metrics.generating -= 1
-        message = core.finish(gen, reason, usage, time.time())
-        turn = gen.turn
-        try:
-            if turn.replaces is not None:
-                deps.store.supersede_message(core.info.id, turn.replaces.id)
-                core.remove(turn.replaces)
-            else:
-                old = core.reply_to(turn.user.turn)
-                if old is not None:
-                    deps.store.supersede_message(core.info.id, old.id)
-                    core.remove(old)
-            deps.store.append_message(message)
+        if error is not None:
+            log.warning("conversation %s: reply not stored: %s", core.info.id, error)
+            message.finish_reason = "error"
+        else:
+            if replaces is not None:
+                core.remove(replaces)
             core.add(message)
-        except StoreError as exc:
-            log.warning("conversation %s: reply not stored: %s", core.info.id, exc)
-            reason = "error"
-        deps.bus.publish(StreamComplete(core.info.id, gen.id, usage, reason, message))
-        for w in turn.waiters:
+        if core.current is gen:
+            core.current = None
+        deps.bus.publish(
+            StreamComplete(
+                core.info.id,
+                gen.id,
+                message.usage or Usage(),
+                message.finish_reason or "stop",
+                message,
+            )
+        )
+        for w in gen.turn.waiters:
             _call(w, message)
+        if not self.actor_stopped.is_set():
+            self._maybe_start()
 
     def _abort_generation(self, gen: Generation, reason: str) -> None:
         """End a generation from outside its greenlet (stop or crash)."""
@@ -821,13 +866,17 @@ class ConversationActor(GreenletActor):
         core = self.core
         waiters: dict[str, list[Callback]] = {}
         if core is not None:
-            if core.current is not None:
-                gen = core.current
+            gen = core.current
+            if gen is not None and not gen.finishing:
                 waiters.setdefault(gen.turn.user.id, []).extend(gen.turn.waiters)
                 self._abort_generation(gen, "error")
             for turn in core.queue:
                 waiters.setdefault(turn.user.id, []).extend(turn.waiters)
             core.queue.clear()
+        for user_id, send in self._pending.items():
+            if send.on_done is not None:
+                waiters.setdefault(user_id, []).append(send.on_done)
+                send.on_done = None
         inbox: list[Any] = []
         while not self.actor_inbox.empty():
             inbox.append(self.actor_inbox.get())

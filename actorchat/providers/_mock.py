@@ -8,6 +8,7 @@ are words with their leading space, as real tokenizers split them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from collections.abc import Iterator
@@ -139,27 +140,11 @@ class MockProvider(Provider):
             digest.update(turn.content.encode())
             digest.update(b"\1")
         digest.update(str(request.attempt).encode())
-        rng = random.Random(int.from_bytes(digest.digest(), "big"))
         last_user = next((t.content for t in reversed(request.messages) if t.role == "user"), "")
-        topic = " ".join(_topic(last_user))
-        out = rng.choice(_OPENERS).split()
-        out.append(f"“{topic}”:")
-        n = request.max_tokens or self.tokens
-        n = min(n, self.tokens)
-        sentence = 0
-        while len(out) < n:
-            word = rng.choice(_WORDS)
-            if sentence == 0:
-                word = word.capitalize()
-            sentence += 1
-            if sentence >= rng.randint(6, 12):
-                word += rng.choice(_ENDINGS)
-                sentence = 0
-            out.append(word)
-        out = out[:n]
-        if not out[-1].endswith(tuple(_ENDINGS)):
-            out[-1] += "."
-        return [out[0]] + [" " + w for w in out[1:]]
+        n = min(request.max_tokens or self.tokens, self.tokens)
+        return list(
+            _compose(int.from_bytes(digest.digest(), "big"), n, " ".join(_topic(last_user)))
+        )
 
     def stream(self, request: GenerationRequest) -> Iterator[StreamItem]:
         if self.failure_rate and self._chaos.random() < self.failure_rate:
@@ -179,6 +164,29 @@ class MockProvider(Provider):
         prompt = sum(len(t.content.split()) for t in request.messages)
         prompt += len(request.system_prompt.split())
         yield StreamEnd("stop", Usage(prompt, len(tokens)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _compose(seed: int, n: int, topic: str) -> tuple[str, ...]:
+    """Compose a reply from its seed; cached, since a broadcast asks the same
+    question many times and composing costs more than streaming it."""
+    rng = random.Random(seed)
+    out = rng.choice(_OPENERS).split()
+    out.append(f"“{topic}”:")
+    sentence = 0
+    while len(out) < n:
+        word = rng.choice(_WORDS)
+        if sentence == 0:
+            word = word.capitalize()
+        sentence += 1
+        if sentence >= rng.randint(6, 12):
+            word += rng.choice(_ENDINGS)
+            sentence = 0
+        out.append(word)
+    out = out[:n]
+    if not out[-1].endswith(_ENDINGS):
+        out[-1] += "."
+    return (out[0], *(" " + w for w in out[1:]))
 
 
 def _factory(model: ModelConfig, config: Config) -> Provider:

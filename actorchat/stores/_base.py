@@ -9,6 +9,12 @@ Contract the conversations rely on:
 
 - ``append_message`` returns only once the message is durable: a user is
   told a message was received only after this returns.
+- ``append_message_async`` and ``supersede_message_async`` queue the write
+  and call ``done`` once it is durable (or failed), in submission order, and
+  without yielding inside ``done``'s caller: conversations use them so that
+  they never wait on the disk. ``done`` must never call a blocking store
+  method (it may run on the store's own writer). The defaults here run the
+  synchronous method and call ``done`` at once.
 - ``load`` returns the conversation and its *active* messages in turn order
   (a regenerated reply replaces the one before it, which stays stored as an
   earlier version and is listed by ``messages(versions=True)``).
@@ -18,11 +24,15 @@ Contract the conversations rely on:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from actorchat._records import Conversation, Message
+from actorchat.errors import StoreError
 
-__all__ = ["Store"]
+__all__ = ["Done", "Store"]
+
+#: Called when a queued write is durable (None) or failed (the error).
+Done = Callable[[StoreError | None], None]
 
 
 class Store(ABC):
@@ -49,6 +59,28 @@ class Store(ABC):
     @abstractmethod
     def supersede_message(self, conversation_id: str, message_id: str) -> None:
         """Mark a reply as an earlier version (it was regenerated)."""
+
+    def append_message_async(self, message: Message, done: Done) -> None:
+        """Persist a message, then call ``done(None)`` (or ``done(error)``)."""
+        try:
+            self.append_message(message)
+        except StoreError as exc:
+            done(exc)
+            return
+        done(None)
+
+    def supersede_message_async(
+        self, conversation_id: str, message_id: str, done: Done | None = None
+    ) -> None:
+        """``supersede_message``, queued like ``append_message_async``."""
+        try:
+            self.supersede_message(conversation_id, message_id)
+        except StoreError as exc:
+            if done is not None:
+                done(exc)
+            return
+        if done is not None:
+            done(None)
 
     @abstractmethod
     def load(self, conversation_id: str) -> tuple[Conversation, list[Message]] | None:

@@ -14,6 +14,7 @@ write queued before it.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,9 +26,11 @@ from gevent.threadpool import ThreadPool
 
 from actorchat._records import Conversation, Message, Usage
 from actorchat.errors import StoreError
-from actorchat.stores._base import Store
+from actorchat.stores._base import Done, Store
 
 __all__ = ["SQLiteStore"]
+
+log = logging.getLogger("actorchat.store")
 
 # Each entry upgrades the schema by one version (PRAGMA user_version).
 MIGRATIONS: tuple[str, ...] = (
@@ -40,8 +43,7 @@ MIGRATIONS: tuple[str, ...] = (
         model TEXT NOT NULL DEFAULT '',
         system_prompt TEXT NOT NULL DEFAULT '',
         created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        message_count INTEGER NOT NULL DEFAULT 0
+        updated_at REAL NOT NULL
     );
     CREATE INDEX conversations_owner ON conversations (owner, rowid);
     CREATE TABLE messages (
@@ -64,7 +66,16 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-_CONV_COLS = "id, owner, title, model, system_prompt, created_at, updated_at, message_count"
+_CONV_COLS = "id, owner, title, model, system_prompt, created_at, updated_at"
+# Counters are derived on read, so that appending a message is one INSERT
+# (the hot path) instead of an INSERT plus an UPDATE of the conversation row.
+_CONV_SELECT = (
+    "SELECT c.id, c.owner, c.title, c.model, c.system_prompt, c.created_at, "
+    "MAX(c.updated_at, COALESCE((SELECT MAX(m.created_at) FROM messages m "
+    "WHERE m.conversation_id = c.id), 0)), "
+    "(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id AND m.superseded = 0) "
+    "FROM conversations c"
+)
 _MSG_COLS = (
     "id, conversation_id, role, content, sender_id, created_at, turn, prompt_tokens, "
     "completion_tokens, usage_estimated, finish_reason, model, superseded"
@@ -84,12 +95,17 @@ def _msg(row: sqlite3.Row | tuple[Any, ...]) -> Message:
 
 
 class _Op:
-    __slots__ = ("args", "fn", "result")
+    """One queued operation: a waiting caller's ``result``, or a ``done`` callback."""
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    __slots__ = ("args", "done", "fn", "result")
+
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], done: Done | None = None
+    ) -> None:
         self.fn = fn
         self.args = args
-        self.result: AsyncResult[Any] = AsyncResult()
+        self.done = done
+        self.result: AsyncResult[Any] | None = None if done is not None else AsyncResult()
 
 
 class SQLiteStore(Store):
@@ -157,7 +173,15 @@ class SQLiteStore(Store):
         op = _Op(fn, args)
         self._pending.append(op)
         self._wake.set()
+        assert op.result is not None
         return op.result.get()
+
+    def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...], done: Done) -> None:
+        if self._pool is None:
+            done(StoreError("the store is closed"))
+            return
+        self._pending.append(_Op(fn, args, done))
+        self._wake.set()
 
     def _write_loop(self) -> None:
         assert self._pool is not None
@@ -173,30 +197,52 @@ class SQLiteStore(Store):
                 outcomes = self._pool.spawn(self._run_batch, batch).get()
             except BaseException as exc:  # noqa: BLE001 - hand every failure to the waiters
                 err = StoreError(f"store batch failed: {exc}")
-                for op in batch:
-                    op.result.set_exception(err)
-                continue
+                outcomes = [(False, err)] * len(batch)
             self.batches += 1
             self.ops += len(batch)
             for op, (ok, value) in zip(batch, outcomes, strict=True):
-                if ok:
-                    op.result.set(value)
-                else:
-                    op.result.set_exception(value)
+                done = op.done
+                if done is not None:
+                    try:
+                        done(None if ok else value)
+                    except Exception:  # one bad callback must not stop the writer
+                        log.exception("store completion callback failed")
+                elif op.result is not None:
+                    if ok:
+                        op.result.set(value)
+                    else:
+                        op.result.set_exception(value)
 
     def _run_batch(self, batch: list[_Op]) -> list[tuple[bool, Any]]:
-        """Run on the store thread: one transaction for the whole batch."""
+        """Run on the store thread: one transaction for the whole batch.
+
+        Consecutive appends (the hot path) go in one ``executemany``; should
+        it fail, they are retried one by one so that only the bad row fails.
+        """
         db = self._db
         assert db is not None
         out: list[tuple[bool, Any]] = []
         db.execute("BEGIN")
-        for op in batch:
-            try:
-                out.append((True, op.fn(db, *op.args)))
-            except sqlite3.Error as exc:
-                err = StoreError(f"store operation failed: {exc}")
-                err.__cause__ = exc
-                out.append((False, err))
+        i, n = 0, len(batch)
+        while i < n:
+            op = batch[i]
+            if op.fn is _append:
+                j = i
+                while j < n and batch[j].fn is _append:
+                    j += 1
+                try:
+                    db.executemany(_INSERT_MESSAGE, [o.args[0] for o in batch[i:j]])
+                    out.extend([(True, None)] * (j - i))
+                    i = j
+                    continue
+                except sqlite3.Error:
+                    pass  # fall through: one by one
+                for o in batch[i:j]:
+                    out.append(self._run_one(db, o))
+                i = j
+                continue
+            out.append(self._run_one(db, op))
+            i += 1
         try:
             db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -204,6 +250,15 @@ class SQLiteStore(Store):
             err = StoreError(f"store commit failed: {exc}")
             return [(False, err) for _ in batch]
         return out
+
+    @staticmethod
+    def _run_one(db: sqlite3.Connection, op: _Op) -> tuple[bool, Any]:
+        try:
+            return (True, op.fn(db, *op.args))
+        except sqlite3.Error as exc:
+            err = StoreError(f"store operation failed: {exc}")
+            err.__cause__ = exc
+            return (False, err)
 
     # -- operations (the functions run on the store thread) ---------------
 
@@ -217,57 +272,32 @@ class SQLiteStore(Store):
                 c.system_prompt,
                 c.created_at,
                 c.updated_at,
-                c.message_count,
             )
             for c in conversations
         ]
 
         def run(db: sqlite3.Connection) -> None:
-            db.executemany(
-                f"INSERT INTO conversations ({_CONV_COLS}) VALUES (?,?,?,?,?,?,?,?)", rows
-            )
+            db.executemany(f"INSERT INTO conversations ({_CONV_COLS}) VALUES (?,?,?,?,?,?,?)", rows)
 
         self._call(run)
 
     def append_message(self, message: Message) -> None:
-        m = message
-        u = m.usage
-        row = (
-            m.id,
-            m.conversation_id,
-            m.role,
-            m.content,
-            m.sender_id,
-            m.created_at,
-            m.turn,
-            None if u is None else u.prompt_tokens,
-            None if u is None else u.completion_tokens,
-            0 if u is None else int(u.estimated),
-            m.finish_reason,
-            m.model,
-            int(m.superseded),
-        )
-        self._call(_append, row)
+        self._call(_append, _message_row(message))
+
+    def append_message_async(self, message: Message, done: Done) -> None:
+        self._submit(_append, (_message_row(message),), done)
+
+    def supersede_message_async(
+        self, conversation_id: str, message_id: str, done: Done | None = None
+    ) -> None:
+        self._submit(_supersede, (conversation_id, message_id), done or _ignore)
 
     def supersede_message(self, conversation_id: str, message_id: str) -> None:
-        def run(db: sqlite3.Connection) -> None:
-            cur = db.execute(
-                "UPDATE messages SET superseded = 1 WHERE id = ? AND superseded = 0",
-                (message_id,),
-            )
-            if cur.rowcount:
-                db.execute(
-                    "UPDATE conversations SET message_count = message_count - 1 WHERE id = ?",
-                    (conversation_id,),
-                )
-
-        self._call(run)
+        self._call(_supersede, conversation_id, message_id)
 
     def load(self, conversation_id: str) -> tuple[Conversation, list[Message]] | None:
         def run(db: sqlite3.Connection) -> tuple[Conversation, list[Message]] | None:
-            row = db.execute(
-                f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?", (conversation_id,)
-            ).fetchone()
+            row = db.execute(f"{_CONV_SELECT} WHERE c.id = ?", (conversation_id,)).fetchone()
             if row is None:
                 return None
             rows = db.execute(
@@ -282,9 +312,7 @@ class SQLiteStore(Store):
 
     def get_conversation(self, conversation_id: str) -> Conversation | None:
         def run(db: sqlite3.Connection) -> Conversation | None:
-            row = db.execute(
-                f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?", (conversation_id,)
-            ).fetchone()
+            row = db.execute(f"{_CONV_SELECT} WHERE c.id = ?", (conversation_id,)).fetchone()
             return None if row is None else _conv(row)
 
         result: Conversation | None = self._call(run)
@@ -317,15 +345,15 @@ class SQLiteStore(Store):
         def run(db: sqlite3.Connection) -> list[Conversation]:
             where, args = [], []
             if owner is not None:
-                where.append("owner = ?")
+                where.append("c.owner = ?")
                 args.append(owner)
             if before is not None:
-                where.append("rowid < (SELECT rowid FROM conversations WHERE id = ?)")
+                where.append("c.rowid < (SELECT rowid FROM conversations WHERE id = ?)")
                 args.append(before)
-            sql = f"SELECT {_CONV_COLS} FROM conversations"
+            sql = _CONV_SELECT
             if where:
                 sql += " WHERE " + " AND ".join(where)
-            sql += " ORDER BY rowid DESC LIMIT ?"
+            sql += " ORDER BY c.rowid DESC LIMIT ?"
             return [_conv(r) for r in db.execute(sql, (*args, limit)).fetchall()]
 
         result: list[Conversation] = self._call(run)
@@ -374,9 +402,39 @@ class SQLiteStore(Store):
         return result
 
 
-def _append(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
-    db.execute(f"INSERT INTO messages ({_MSG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
-    db.execute(
-        "UPDATE conversations SET message_count = message_count + 1, updated_at = ? WHERE id = ?",
-        (row[5], row[1]),
+_INSERT_MESSAGE = f"INSERT INTO messages ({_MSG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+
+
+def _message_row(m: Message) -> tuple[Any, ...]:
+    u = m.usage
+    return (
+        m.id,
+        m.conversation_id,
+        m.role,
+        m.content,
+        m.sender_id,
+        m.created_at,
+        m.turn,
+        None if u is None else u.prompt_tokens,
+        None if u is None else u.completion_tokens,
+        0 if u is None else int(u.estimated),
+        m.finish_reason,
+        m.model,
+        int(m.superseded),
     )
+
+
+def _append(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    db.execute(_INSERT_MESSAGE, row)
+
+
+def _supersede(db: sqlite3.Connection, conversation_id: str, message_id: str) -> None:
+    db.execute(
+        "UPDATE messages SET superseded = 1 WHERE id = ? AND conversation_id = ?",
+        (message_id, conversation_id),
+    )
+
+
+def _ignore(_error: StoreError | None) -> None:
+    if _error is not None:
+        log.warning("store write failed: %s", _error)
