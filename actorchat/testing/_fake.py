@@ -132,6 +132,8 @@ class RecordedRequest:
     body: bytes
     received_at: float
     behavior: Behavior | None = None
+    #: The client's ``(host, port)``: requests on one connection share it.
+    peer: tuple[str, int] = ("", 0)
     status: int = 0
     tokens_sent: int = 0
     completed: bool = False
@@ -286,13 +288,14 @@ class FakeServer:
 
     # HTTP -----------------------------------------------------------------------
 
-    def _handle(self, sock: socket.socket, _addr: Any) -> None:
+    def _handle(self, sock: socket.socket, addr: Any) -> None:
         rfile = sock.makefile("rb")
         try:
             while not self._stopping.is_set():
                 request = self._read_request(rfile)
                 if request is None:
                     return
+                request.peer = (str(addr[0]), int(addr[1]))
                 if not self._respond(sock, request):
                     return
         except (OSError, _ClientGone, _Abort):
