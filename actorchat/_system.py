@@ -548,20 +548,20 @@ class ChatSystem:
         are returned per conversation, never raised.
         """
         text = self._check_content(text)
-        collector = _Collector({}, len(ids), GEvent())
-        if not ids:
+        unique = list(dict.fromkeys(str(cid) for cid in ids))
+        collector = _Collector({}, len(unique), GEvent())
+        if not unique:
             return {}
-        for cid in ids:
-            cid = str(cid)
+        for cid in unique:
             try:
                 self._tell(cid, Send(text, str(sender_id), None, partial(collector.deliver, cid)))
             except ActorchatError as exc:
                 collector.deliver(cid, exc)
         collector.done.wait(timeout)
         results = collector.results
-        if len(results) < len(ids):
-            for cid in ids:
-                results.setdefault(str(cid), Timeout(f"no reply within {timeout}s"))
+        if len(results) < len(unique):
+            for cid in unique:
+                results.setdefault(cid, Timeout(f"no reply within {timeout}s"))
         return results
 
     def broadcast_async(self, ids: Sequence[str], text: str, *, sender_id: str = "local") -> int:

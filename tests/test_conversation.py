@@ -212,3 +212,11 @@ def test_broadcast_to_1000_conversations_returns_1000_correct_replies(system: Ch
     expected = expected_reply([("user", "What's the meaning of life?")])
     assert len(results) == 1000
     assert all(results[cid] == expected for cid in ids)
+
+
+def test_broadcast_reports_each_failure_and_ignores_duplicates(system: ChatSystem) -> None:
+    ids = system.start_conversations(3)
+    results = system.broadcast_message([*ids, ids[0], "missing-id"], "hello", timeout=WAIT)
+    assert set(results) == {*ids, "missing-id"}
+    assert isinstance(results["missing-id"], NotFound)
+    assert all(isinstance(results[cid], str) for cid in ids)
