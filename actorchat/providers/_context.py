@@ -105,11 +105,8 @@ def fit_context(
 
     system = system_prompt
     if system:
-        room = budget // 2 - MESSAGE_OVERHEAD
-        system = _keep_head(system, room)
-        used = _message_cost(system)
-    else:
-        used = 0
+        system = _keep_head(system, budget // 2 - MESSAGE_OVERHEAD)
+    used = _message_cost(system) if system else 0
 
     picked: list[ChatTurn] = []
     dropped = 0
@@ -123,7 +120,8 @@ def fit_context(
             used += cost
             continue
         if not picked:
-            room = budget - used - MESSAGE_OVERHEAD
+            # At least one token of it, however small the window.
+            room = max(budget - used - MESSAGE_OVERHEAD, 1)
             turn = ChatTurn(turn.role, _keep_tail(turn.content, room))
             picked.append(turn)
             used += _message_cost(turn.content)

@@ -289,6 +289,9 @@ class FakeServer:
     # HTTP -----------------------------------------------------------------------
 
     def _handle(self, sock: socket.socket, addr: Any) -> None:
+        # Every SSE frame is its own small write: without this, Nagle's
+        # algorithm holds each one back until the client's delayed ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         rfile = sock.makefile("rb")
         try:
             while not self._stopping.is_set():
