@@ -1,0 +1,332 @@
+"""Wiring: the Flask app factory, the server's life cycle, and ``actorchat serve``.
+
+Start order (stop is the reverse, in ``finally``): the ``ChatSystem``
+(store -> providers -> actors) -> the fan-out hub -> the Flask app ->
+gevent's ``pywsgi.WSGIServer`` listening, all in one monkey-patched
+process. Shutdown (SIGTERM/SIGINT): stop accepting, let replies finish for
+``shutdown_grace`` seconds, cancel the rest (partial text is kept and
+stored), deliver those last events, close every WebSocket with 1001, flush
+and close the store, exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import gevent
+from flask import Flask, Response, request
+from flask_sock import Sock
+from gevent.event import Event as GEvent
+from gevent.pywsgi import WSGIServer
+from werkzeug.exceptions import HTTPException
+
+from actorchat._gevent import ensure_patched
+from actorchat._system import ChatSystem
+from actorchat._version import __version__
+from actorchat.config import Config, load_config
+from actorchat.errors import ActorchatError, error_code
+from actorchat.server._auth import Authenticator
+from actorchat.server._context import ServerContext
+from actorchat.server._http import error_response, exception_response, make_api, timed
+from actorchat.server._hub import Hub
+from actorchat.server._limits import RateLimiter
+from actorchat.server._logs import configure_logging
+from actorchat.server._metrics import ServerMetrics
+from actorchat.server._ws import Connection
+
+__all__ = ["WS_PATH", "Server", "create_app", "serve"]
+
+log = logging.getLogger("actorchat.server")
+
+#: The WebSocket endpoint (PROTOCOL.md, Transport).
+WS_PATH = "/api/v1/chat/ws"
+#: How long shutdown waits for connections to finish their closing handshake.
+_CLOSE_GRACE = 5.0
+
+
+class _GreenThread:
+    """simple-websocket's background "thread" as a bare greenlet.
+
+    A monkey-patched ``threading.Thread`` is a greenlet too, plus the
+    threading module's bookkeeping (locks, events, a registry entry) per
+    connection; this skips that. It also keeps the library's rare
+    ``ConnectionClosed`` from a race between its ping timer and a close from
+    being printed as an unhandled error.
+    """
+
+    def __init__(self, target: Callable[[], None]) -> None:
+        self.name = "simple_websocket"
+        self._target = target
+        self._greenlet: gevent.Greenlet[Any, Any] | None = None
+
+    def start(self) -> None:
+        self._greenlet = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        try:
+            self._target()
+        except Exception as exc:  # noqa: BLE001 - the connection is over either way
+            log.debug("websocket thread ended: %r", exc)
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._greenlet is not None:
+            self._greenlet.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._greenlet is not None and not self._greenlet.dead
+
+
+def _origin_allowed(origin: str, host: str, allowed: list[str]) -> bool:
+    """Browsers send ``Origin``; other clients do not and are not checked.
+
+    With no allow-list only same-origin pages may connect; ``*`` allows all.
+    """
+    if "*" in allowed:
+        return True
+    if origin in allowed:
+        return True
+    return not allowed and urlsplit(origin).netloc.lower() == host.lower()
+
+
+def create_app(chat: ChatSystem, config: Config | None = None) -> Flask:
+    """The Flask app speaking PROTOCOL.md over ``chat`` (which must be started).
+
+    Starts the fan-out hub (one bus subscription); ``app.extensions
+    ["actorchat"]`` holds the ``ServerContext`` for the wiring to stop it.
+    """
+    cfg = config or chat.config
+    metrics = ServerMetrics(chat)
+    hub = Hub(chat, metrics)
+    ctx = ServerContext(
+        config=cfg,
+        chat=chat,
+        hub=hub,
+        auth=Authenticator(cfg.jwt_secret, cfg.jwt_leeway, cfg.dev_token_ttl),
+        limiter=RateLimiter(cfg.rate_limit_messages, cfg.rate_limit_window),
+        metrics=metrics,
+    )
+    app = Flask("actorchat")
+    app.config["MAX_CONTENT_LENGTH"] = cfg.max_frame_bytes
+    app.config["SOCK_SERVER_OPTIONS"] = {
+        "ping_interval": cfg.ping_interval or None,
+        "max_message_size": cfg.max_frame_bytes,
+        "receive_bytes": 65536,
+        "thread_class": _GreenThread,
+    }
+    app.extensions["actorchat"] = ctx
+    allowed = [o.strip() for o in cfg.allowed_origins.split(",") if o.strip()]
+
+    before, after = timed(ctx)
+    app.before_request(before)
+    app.after_request(after)
+
+    @app.before_request
+    def websocket_gate() -> Response | None:
+        if request.path != WS_PATH:
+            return None
+        origin = request.headers.get("Origin")
+        if origin and not _origin_allowed(origin, request.host, allowed):
+            log.info("ws.refused origin=%s", origin)
+            return error_response("FORBIDDEN", "this origin may not connect")
+        # simple-websocket would accept permessage-deflate whenever offered:
+        # a zlib context per connection costs far more memory than idle
+        # chat needs, so the offer is hidden from it.
+        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        return None
+
+    sock = Sock(app)
+
+    @sock.route(WS_PATH)  # type: ignore[untyped-decorator]
+    def chat_ws(ws: Any) -> None:
+        peer = request.environ.get("REMOTE_ADDR", "")
+        Connection(ctx, ws, peer).run()
+
+    app.register_blueprint(make_api(ctx))
+
+    @app.errorhandler(ActorchatError)
+    def on_error(exc: ActorchatError) -> Response:
+        metrics.errors.labels(error_code(exc)).inc()
+        return exception_response(exc)
+
+    @app.errorhandler(HTTPException)
+    def on_http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = {
+            400: "INVALID_MESSAGE",
+            401: "AUTH_REQUIRED",
+            403: "FORBIDDEN",
+            404: "NOT_FOUND",
+            405: "INVALID_MESSAGE",
+            413: "MESSAGE_TOO_LONG",
+            429: "RATE_LIMITED",
+        }.get(status, "INTERNAL_ERROR")
+        response = error_response(code, exc.description or exc.name)
+        response.status_code = status
+        return response
+
+    @app.errorhandler(Exception)
+    def on_crash(exc: Exception) -> Response:
+        log.exception("http.internal_error path=%s", request.path)
+        metrics.errors.labels("INTERNAL_ERROR").inc()
+        return error_response("INTERNAL_ERROR", "internal error")
+
+    hub.start()
+    return app
+
+
+class Server:
+    """One actorchat server: the actor system, the app, the listener.
+
+    Example (tests, embedding)::
+
+        server = Server(load_config(port=0)).start()
+        print(server.url)
+        ...
+        server.stop()
+    """
+
+    def __init__(self, config: Config | None = None, *, chat: ChatSystem | None = None) -> None:
+        self.config = config or (chat.config if chat is not None else load_config())
+        self._own_chat = chat is None
+        self.chat = chat
+        self.app: Flask | None = None
+        self.ctx: ServerContext | None = None
+        self._wsgi: WSGIServer | None = None
+        self.port = self.config.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.config.host}:{self.port}{WS_PATH}"
+
+    def start(self) -> Server:
+        """Start everything in dependency order; undo it all if a step fails."""
+        ensure_patched()
+        cfg = self.config
+        try:
+            if self.chat is None:
+                self.chat = ChatSystem(cfg)
+            self.chat.start()
+            self.app = create_app(self.chat, cfg)
+            self.ctx = self.app.extensions["actorchat"]
+            listener = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((cfg.host, cfg.port))
+            listener.listen(4096)
+            self.port = listener.getsockname()[1]
+            self._wsgi = WSGIServer(
+                listener,
+                self.app,
+                log=None,
+                error_log=logging.getLogger("actorchat.server.wsgi"),
+            )
+            self._wsgi.start()
+        except BaseException:
+            self._teardown()
+            raise
+        log.info("server.start url=%s", self.url)
+        return self
+
+    def stop(self, grace: float | None = None) -> None:
+        """Shut down gracefully (see the module docstring); safe to call twice."""
+        ctx, chat = self.ctx, self.chat
+        if ctx is None or chat is None:
+            return
+        grace = self.config.shutdown_grace if grace is None else grace
+        started = time.monotonic()
+        ctx.draining = True
+        if self._wsgi is not None:
+            self._wsgi.close()  # stop accepting; open connections carry on
+        generating = chat.metrics.generating
+        finished = chat.drain(grace) if grace > 0 else generating == 0
+        log.info(
+            "server.drain replies=%d finished=%s secs=%.1f",
+            generating,
+            finished,
+            time.monotonic() - started,
+        )
+        try:
+            if self._own_chat:
+                # Cancels what is still generating, keeping and storing the
+                # partial text, then flushes and closes the store.
+                chat.stop()
+            ctx.hub.pump()  # those last stream_complete frames go out first
+            self._close_connections(ctx)
+        finally:
+            self._teardown()
+        log.info("server.stop secs=%.1f", time.monotonic() - started)
+
+    @staticmethod
+    def _close_connections(ctx: ServerContext) -> None:
+        conns = list(ctx.connections)
+        for conn in conns:
+            conn.close(1001, "Server shutting down")
+        deadline = time.monotonic() + _CLOSE_GRACE
+        while ctx.connections and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+
+    def _teardown(self) -> None:
+        if self._wsgi is not None:
+            self._wsgi.stop(timeout=1.0)
+            self._wsgi = None
+        if self.ctx is not None:
+            self.ctx.hub.stop()
+            self.ctx = None
+        if self._own_chat and self.chat is not None:
+            self.chat.stop()
+
+
+def _banner(server: Server) -> str:
+    cfg = server.config
+    lines = [
+        f"actorchat {__version__} serving on {server.url}",
+        f"  WebSocket: {server.ws_url}",
+    ]
+    assert server.ctx is not None
+    if server.ctx.auth.dev_mode:
+        lines += [
+            "  dev auth is on (set ACTORCHAT_JWT_SECRET to turn it off); get a token with:",
+            f"    curl -s -X POST {server.url}/api/v1/auth/token "
+            "-H 'Content-Type: application/json' -d '{\"user_id\": \"alice\"}'",
+        ]
+    else:
+        lines.append("  auth: HS256 JWTs signed with the configured secret")
+    store = "in memory" if cfg.store == "memory" else str(cfg.data_dir / "actorchat.sqlite3")
+    lines.append(f"  store: {store}; default model: {cfg.default_model}")
+    return "\n".join(lines)
+
+
+def serve(config: Config | None = None) -> int:
+    """Run a server until SIGTERM or SIGINT, then shut down gracefully; returns 0.
+
+    The process must already be monkey-patched (``actorchat.patch()``, which
+    the ``actorchat`` command does first).
+    """
+    cfg = config or load_config()
+    configure_logging(cfg.log_level, cfg.log_format)
+    stopping = GEvent()
+    server = Server(cfg)
+    handlers = [
+        gevent.signal_handler(signal.SIGTERM, stopping.set),
+        gevent.signal_handler(signal.SIGINT, stopping.set),
+    ]
+    try:
+        server.start()
+        print(_banner(server), flush=True)
+        stopping.wait()
+        print("actorchat: shutting down", file=sys.stderr, flush=True)
+    finally:
+        for handler in handlers:
+            handler.cancel()
+        server.stop()
+    return 0

@@ -1,0 +1,267 @@
+"""The fan-out: one bus subscription for the whole server, routed to connections.
+
+The server reads every conversation's events through a single
+``ChatSystem.subscribe(None)`` and routes each one, on the hub, to the
+outboxes that want it:
+
+- connections that *joined* the conversation get the event as is
+  (``message_received``, the stream events, ``error``, updates);
+- the owner's other connections get rule 9's user-level updates
+  (``conversation_created``, ``conversation_updated``, ``message_added``,
+  ``conversation_deleted``), so sidebars stay in sync.
+
+The owner of a conversation is learnt from its events (creation and updates
+carry it) or from the ownership checks the server does anyway; an unknown
+one is looked up in the store off the routing loop, its user-level events
+held meanwhile so that they keep their order.
+
+``pump()`` routes everything already published, synchronously and without
+yielding. A connection calls it before it changes what it is subscribed
+to, which makes join-with-replay exact: after ``pump()`` every event
+published so far has been routed, so the bus's replay buffer taken next
+and the events routed after the join neither overlap nor leave a gap.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import gevent
+
+from actorchat._events import (
+    ConversationDeleted,
+    ConversationState,
+    ConversationUpdated,
+    ErrorEvent,
+    Event,
+    MessageReceived,
+    StreamComplete,
+    StreamContent,
+    StreamStart,
+)
+from actorchat.server._outbox import Entry, Relabeled
+
+if TYPE_CHECKING:
+    from actorchat._bus import Subscription
+    from actorchat._system import ChatSystem
+    from actorchat.server._metrics import ServerMetrics
+
+__all__ = ["Hub", "Subscriber"]
+
+log = logging.getLogger("actorchat.server")
+
+#: The server's bus queue: far beyond any backlog the routing loop can have
+#: (it never blocks), so it is never the one that overflows.
+_BUS_QUEUE = 1 << 24
+
+
+class Subscriber(Protocol):
+    """What the hub needs of a connection."""
+
+    user_id: str
+
+    def deliver(self, entry: Entry, cid: str) -> None:
+        """Queue an event routed to this connection (never blocks)."""
+
+
+class Hub:
+    """Routes bus events to connections; keeps who joined what and who owns what."""
+
+    def __init__(self, chat: ChatSystem, metrics: ServerMetrics) -> None:
+        self.chat = chat
+        self.metrics = metrics
+        #: conversation id -> owner's user id (conversations only; never stale:
+        #: owners do not change, and deletions remove the entry).
+        self.owners: dict[str, str] = {}
+        self._joined: dict[str, dict[Subscriber, None]] = {}
+        self._users: dict[str, dict[Subscriber, None]] = {}
+        self._pending_owner: dict[str, list[Event]] = {}
+        self._sub: Subscription | None = None
+        self._loop: gevent.Greenlet[Any, Any] | None = None
+        # message id -> (model, started at) while a reply streams (metrics)
+        self._streams: dict[str, tuple[str, float, bool]] = {}
+        self.routed = 0
+
+    # -- life cycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._sub = self.chat.subscribe(None, replay=False, maxsize=_BUS_QUEUE)
+        self._loop = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        self.pump()
+        if self._loop is not None:
+            self._loop.kill(block=False)
+            self._loop = None
+        if self._sub is not None:
+            self._sub.close()
+            self._sub = None
+
+    def _run(self) -> None:
+        sub = self._sub
+        assert sub is not None
+        route = self._route
+        while True:
+            event = sub.get()
+            if event is None:
+                if sub.closed:
+                    log.error("server bus subscription closed (%s)", sub.close_reason)
+                    return
+                continue
+            try:
+                route(event)
+                for event in sub.drain():
+                    route(event)
+            except Exception:  # a routing bug must not stop all delivery
+                log.exception("routing an event failed")
+
+    def pump(self) -> None:
+        """Route every event published so far, now, without yielding."""
+        sub = self._sub
+        if sub is None:
+            return
+        for event in sub.drain():
+            self._route(event)
+
+    # -- membership -------------------------------------------------------------
+
+    def connect(self, conn: Subscriber) -> None:
+        self._users.setdefault(conn.user_id, {})[conn] = None
+
+    def disconnect(self, conn: Subscriber, joined: Iterable[str]) -> None:
+        for cid in list(joined):
+            self.leave(conn, cid)
+        conns = self._users.get(conn.user_id)
+        if conns is not None:
+            conns.pop(conn, None)
+            if not conns:
+                del self._users[conn.user_id]
+
+    def join(self, conn: Subscriber, cid: str) -> None:
+        """Route the conversation's events to ``conn`` from now on."""
+        self._joined.setdefault(cid, {})[conn] = None
+
+    def leave(self, conn: Subscriber, cid: str) -> None:
+        conns = self._joined.get(cid)
+        if conns is not None:
+            conns.pop(conn, None)
+            if not conns:
+                del self._joined[cid]
+
+    def joined(self, cid: str) -> Iterable[Subscriber]:
+        return tuple(self._joined.get(cid, ()))
+
+    def user_connections(self, user_id: str) -> int:
+        return len(self._users.get(user_id, ()))
+
+    def learn_owner(self, cid: str, owner: str) -> None:
+        self.owners[cid] = owner
+
+    # -- routing ------------------------------------------------------------------
+
+    def _route(self, event: Event) -> None:
+        self.routed += 1
+        cid = event.conversation_id
+        joined = self._joined.get(cid)
+        if type(event) is StreamContent:  # the hot path: one per token
+            self._count_chunk(event)
+            if joined:
+                for conn in tuple(joined) if len(joined) > 1 else joined:
+                    conn.deliver(event, cid)
+            return
+        self._count(event)
+        if isinstance(event, ConversationState):
+            return
+        if isinstance(event, ConversationUpdated):
+            self.owners[cid] = event.conversation.owner
+        if joined:
+            for conn in tuple(joined):
+                conn.deliver(event, cid)
+        if isinstance(event, ConversationDeleted):
+            self._user_level(cid, event)
+            self.owners.pop(cid, None)
+            for conn in tuple(joined or ()):
+                self.leave(conn, cid)
+        elif isinstance(event, ConversationUpdated | MessageReceived | StreamComplete):
+            self._user_level(cid, event)
+
+    def _user_level(self, cid: str, event: Event) -> None:
+        if not self._users:
+            return
+        owner = self.owners.get(cid)
+        if owner is None:
+            pending = self._pending_owner.get(cid)
+            if pending is None:
+                self._pending_owner[cid] = [event]
+                gevent.spawn(self._lookup_owner, cid)
+            else:
+                pending.append(event)
+            return
+        self._to_owner(owner, cid, event)
+
+    def _to_owner(self, owner: str, cid: str, event: Event) -> None:
+        conns = self._users.get(owner)
+        if not conns:
+            return
+        if isinstance(event, ConversationUpdated):
+            label = "conversation_created" if event.created else "conversation_updated"
+        elif isinstance(event, ConversationDeleted):
+            label = "conversation_deleted"
+        elif isinstance(event, StreamComplete) and event.message is None:
+            return  # nothing was stored: nothing was added
+        else:
+            label = "message_added"
+        joined = self._joined.get(cid, {})
+        entry = Relabeled(label, event)
+        for conn in tuple(conns):
+            if conn not in joined:
+                conn.deliver(entry, cid)
+
+    def _lookup_owner(self, cid: str) -> None:
+        owner: str | None = None
+        try:
+            store = self.chat.store
+            conv = store.get_conversation(cid) if store is not None else None
+            owner = conv.owner if conv is not None else None
+        except Exception:
+            log.warning("owner lookup for conversation %s failed", cid, exc_info=True)
+        # Everything routed for this conversation meanwhile was parked in
+        # order; an owner learnt meanwhile (from an event) wins.
+        events = self._pending_owner.pop(cid, [])
+        owner = self.owners.get(cid) or owner
+        if owner is None:
+            return
+        self.owners.setdefault(cid, owner)
+        for event in events:
+            self._to_owner(owner, cid, event)
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def _count_chunk(self, event: StreamContent) -> None:
+        m = self.metrics
+        first = event.index if event.first_index is None else event.first_index
+        m.tokens.inc(event.index - first + 1)
+        m.stream_events.labels("stream_content").inc()
+        info = self._streams.get(event.message_id)
+        if info is not None and not info[2]:
+            m.ttft.observe(time.monotonic() - info[1])
+            self._streams[event.message_id] = (info[0], info[1], True)
+
+    def _count(self, event: Event) -> None:
+        m = self.metrics
+        if isinstance(event, MessageReceived):
+            m.messages.inc()
+        elif isinstance(event, StreamStart):
+            self._streams[event.message_id] = (event.model, time.monotonic(), False)
+            m.stream_events.labels("stream_start").inc()
+        elif isinstance(event, StreamComplete):
+            self._streams.pop(event.message_id, None)
+            m.finished.labels(event.finish_reason).inc()
+            m.stream_events.labels("stream_complete").inc()
+        elif isinstance(event, ErrorEvent):
+            m.errors.labels(event.code).inc()
+        elif isinstance(event, ConversationUpdated) and event.created:
+            m.conversations_created.inc()
