@@ -443,7 +443,7 @@ class ConversationActor(GreenletActor):
         conversation_id: str,
         deps: Deps,
         *,
-        info: Conversation | None = None,
+        preloaded: tuple[Conversation, list[Message]] | None = None,
         restarts: int = 0,
         carried_waiters: dict[str, list[Callback]] | None = None,
     ) -> None:
@@ -451,8 +451,9 @@ class ConversationActor(GreenletActor):
         self.conversation_id = conversation_id
         self.deps = deps
         self.core: ConversationCore | None = None
-        # A freshly created conversation has no history: skip the store read.
-        self._fresh = info
+        # Set when the supervisor already has the state (a new conversation,
+        # or a batch of restarts loaded at once): on_start skips the store.
+        self._preloaded = preloaded
         self._restarts = restarts
         self._carried = carried_waiters
         self._missing = False
@@ -486,9 +487,9 @@ class ConversationActor(GreenletActor):
 
     def on_start(self) -> None:
         deps = self.deps
-        if self._fresh is not None:
-            info, history = self._fresh, list[Message]()
-            self._fresh = None
+        if self._preloaded is not None:
+            info, history = self._preloaded
+            self._preloaded = None
         else:
             loaded = deps.store.load(self.conversation_id)
             if loaded is None:

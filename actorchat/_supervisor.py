@@ -53,7 +53,7 @@ from actorchat._conversation import (
 from actorchat._events import ConversationState
 from actorchat._records import Conversation
 from actorchat._registry import Register, Registry, Unregister
-from actorchat.errors import ActorchatError, ConversationFailed
+from actorchat.errors import ActorchatError, ConversationFailed, NotFound
 
 __all__ = ["SupervisorActor"]
 
@@ -130,6 +130,13 @@ class Forget:
 
 
 @dataclass(slots=True)
+class _Restart:
+    child: _Child
+    inbox: list[Envelope[Any]]
+    waiters: dict[str, list[Callback]]
+
+
+@dataclass(slots=True)
 class _Child:
     actor: ConversationActor
     # Created at the first crash: most conversations never need one.
@@ -138,6 +145,8 @@ class _Child:
 
 
 def _child_state(actor: ConversationActor) -> str:
+    if actor.actor_stopped.is_set():
+        return "restarting"  # crashed; its successor is on the way
     core = actor.core
     if core is None:
         return "restarting" if actor._restarts else "starting"
@@ -158,12 +167,32 @@ class SupervisorActor(GreenletActor):
         self.restart_type = cfg.restart
         self.max_restarts = cfg.max_restarts
         self.max_seconds = cfg.max_seconds
+        self._registrations: list[tuple[str, pykka.ActorRef[Any]]] = []
+        self._pending_restarts: dict[str, _Restart] = {}
 
     def on_receive(self, message: Any) -> Any:
         handler = _HANDLERS.get(type(message))
         if handler is None:
             return super().on_receive(message)
-        return handler(self, message)
+        try:
+            return handler(self, message)
+        finally:
+            if self.actor_inbox.empty():
+                if self._pending_restarts:
+                    self._flush_restarts()
+                if self._registrations:
+                    self._flush_registrations()
+
+    def _register(self, cid: str, ref: pykka.ActorRef[Any]) -> None:
+        # Registrations wait until the mailbox is empty, then go to the
+        # registry in one message: after killing 10,000 conversations that
+        # is one registry wake-up instead of 10,000. Meanwhile a lookup that
+        # finds the dead ref asks us, and we answer with the live one.
+        self._registrations.append((cid, ref))
+
+    def _flush_registrations(self) -> None:
+        entries, self._registrations = self._registrations, []
+        self.registry.ref.tell(Register(entries))
 
     # Starting --------------------------------------------------------------
 
@@ -177,7 +206,7 @@ class SupervisorActor(GreenletActor):
         entries = []
         children = self.children
         for conv in convs:
-            actor = self._spawn(conv.id, info=conv)
+            actor = self._spawn(conv.id, preloaded=(conv, []))
             actor._start_actor_loop()
             children[conv.id] = _Child(actor)
             entries.append((conv.id, actor.actor_ref))
@@ -186,6 +215,8 @@ class SupervisorActor(GreenletActor):
 
     def _on_activate(self, msg: Activate) -> pykka.ActorRef[Any]:
         cid = msg.conversation_id
+        if cid in self._pending_restarts:
+            self._flush_restarts()
         if cid in self.failed:
             raise ConversationFailed(
                 f"conversation {cid!r} failed after repeated crashes: {self.failed[cid]}"
@@ -202,7 +233,7 @@ class SupervisorActor(GreenletActor):
         else:
             child.actor = actor
         actor._start_actor_loop()
-        self.registry.ref.tell(Register([(cid, actor.actor_ref)]))
+        self._register(cid, actor.actor_ref)
         return actor.actor_ref
 
     # Failures --------------------------------------------------------------
@@ -264,12 +295,48 @@ class SupervisorActor(GreenletActor):
         inbox: list[Envelope[Any]],
         waiters: dict[str, list[Callback]],
     ) -> None:
-        actor = self._spawn(cid, restarts=child.restarts, carried_waiters=waiters)
-        for envelope in inbox:
-            actor.actor_inbox.put(envelope)
-        child.actor = actor
-        actor._start_actor_loop()
-        self.registry.ref.tell(Register([(cid, actor.actor_ref)]))
+        # Restarts wait for the mailbox to empty, like registrations, so that
+        # every conversation that crashed in one burst reloads its history in
+        # one store round trip (killing 10% of 100,000 made 10,000 loads).
+        pending = self._pending_restarts.get(cid)
+        if pending is not None:  # crashed again before its restart: merge
+            pending.inbox.extend(inbox)
+            for key, callbacks in waiters.items():
+                pending.waiters.setdefault(key, []).extend(callbacks)
+            return
+        self._pending_restarts[cid] = _Restart(child, inbox, waiters)
+
+    def _flush_restarts(self) -> None:
+        batch, self._pending_restarts = self._pending_restarts, {}
+        try:
+            loaded = self.deps.store.load_many(list(batch))
+        except ActorchatError as exc:
+            log.warning("restart of %d conversations failed: %s", len(batch), exc)
+            for cid, r in batch.items():
+                self._remove(cid, r.child)
+                self.failed[cid] = f"history could not be reloaded: {exc}"
+                self._reject(r.inbox, r.waiters, ConversationFailed(str(exc)))
+            return
+        for cid, r in batch.items():
+            child = r.child
+            if self.children.get(cid) is not child:
+                self._reject(
+                    r.inbox, r.waiters, ConversationFailed(f"conversation {cid!r} is gone")
+                )
+                continue
+            state = loaded.get(cid)
+            if state is None:  # deleted meanwhile
+                self._remove(cid, child)
+                self._reject(r.inbox, r.waiters, NotFound(f"no conversation {cid!r}"))
+                continue
+            actor = self._spawn(
+                cid, preloaded=state, restarts=child.restarts, carried_waiters=r.waiters
+            )
+            for envelope in r.inbox:
+                actor.actor_inbox.put(envelope)
+            child.actor = actor
+            actor._start_actor_loop()
+            self._register(cid, actor.actor_ref)
 
     def _reject(
         self,
@@ -361,6 +428,8 @@ class SupervisorActor(GreenletActor):
         return asked
 
     def _on_stop_all(self, _msg: StopAll) -> list[ConversationActor]:
+        if self._pending_restarts:
+            self._flush_restarts()
         # One shared stop envelope for everyone: at 100,000 actors the wake-up
         # of each greenlet (~10 µs here) is the floor, so nothing else is spent.
         stop = Envelope(_ActorStop())

@@ -140,3 +140,14 @@ def test_export_formats(system: ChatSystem) -> None:
     assert rows[0][:3] == ["id", "turn", "role"] and rows[2][5] == reply
     with pytest.raises(InvalidRequest):
         system.export(cid, "pdf")
+
+
+def test_load_many_matches_load(store: Store) -> None:
+    store.create_conversations([Conversation(f"c{i}", "u") for i in range(3)])
+    store.append_message(msg("c1", "u1", "user", 1))
+    store.append_message(msg("c1", "a1", "assistant", 1))
+    many = store.load_many(["c0", "c1", "nope"])
+    assert set(many) == {"c0", "c1"}
+    for cid in ("c0", "c1"):
+        assert many[cid] == store.load(cid)
+    assert many["c1"][0].message_count == 2

@@ -86,6 +86,17 @@ class Store(ABC):
     def load(self, conversation_id: str) -> tuple[Conversation, list[Message]] | None:
         """The conversation and its active messages in turn order, or None."""
 
+    def load_many(
+        self, conversation_ids: Sequence[str]
+    ) -> dict[str, tuple[Conversation, list[Message]]]:
+        """``load`` for many conversations at once (restarts come in bursts)."""
+        out: dict[str, tuple[Conversation, list[Message]]] = {}
+        for cid in conversation_ids:
+            state = self.load(cid)
+            if state is not None:
+                out[cid] = state
+        return out
+
     @abstractmethod
     def get_conversation(self, conversation_id: str) -> Conversation | None:
         """The conversation's settings and counters, or None."""

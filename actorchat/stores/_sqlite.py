@@ -297,7 +297,11 @@ class SQLiteStore(Store):
 
     def load(self, conversation_id: str) -> tuple[Conversation, list[Message]] | None:
         def run(db: sqlite3.Connection) -> tuple[Conversation, list[Message]] | None:
-            row = db.execute(f"{_CONV_SELECT} WHERE c.id = ?", (conversation_id,)).fetchone()
+            # The counters come from the messages read anyway: a restart of
+            # 10,000 conversations runs 10,000 of these in one batch.
+            row = db.execute(
+                f"SELECT {_CONV_COLS}, 0 FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
             if row is None:
                 return None
             rows = db.execute(
@@ -305,9 +309,45 @@ class SQLiteStore(Store):
                 f"ORDER BY {_ORDER}",
                 (conversation_id,),
             ).fetchall()
-            return _conv(row), [_msg(r) for r in rows]
+            conv = _conv(row)
+            messages = [_msg(r) for r in rows]
+            conv.message_count = len(messages)
+            if messages:
+                conv.updated_at = max(conv.updated_at, max(m.created_at for m in messages))
+            return conv, messages
 
         result: tuple[Conversation, list[Message]] | None = self._call(run)
+        return result
+
+    def load_many(
+        self, conversation_ids: Sequence[str]
+    ) -> dict[str, tuple[Conversation, list[Message]]]:
+        ids = list(conversation_ids)
+
+        def run(db: sqlite3.Connection) -> dict[str, tuple[Conversation, list[Message]]]:
+            out: dict[str, tuple[Conversation, list[Message]]] = {}
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in db.execute(
+                    f"SELECT {_CONV_COLS}, 0 FROM conversations WHERE id IN ({marks})", chunk
+                ):
+                    out[row[0]] = (_conv(row), [])
+                for row in db.execute(
+                    f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id IN ({marks}) "
+                    f"AND superseded = 0 ORDER BY conversation_id, {_ORDER}",
+                    chunk,
+                ):
+                    state = out.get(row[1])
+                    if state is not None:
+                        state[1].append(_msg(row))
+            for conv, messages in out.values():
+                conv.message_count = len(messages)
+                if messages:
+                    conv.updated_at = max(conv.updated_at, max(m.created_at for m in messages))
+            return out
+
+        result: dict[str, tuple[Conversation, list[Message]]] = self._call(run)
         return result
 
     def get_conversation(self, conversation_id: str) -> Conversation | None:
