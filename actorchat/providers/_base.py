@@ -24,6 +24,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from actorchat._records import Usage
 from actorchat.config import Config, ModelConfig
@@ -50,9 +51,12 @@ class GenerationCancelled(Exception):
     """
 
 
-@dataclass(slots=True, frozen=True)
-class ChatTurn:
-    """One message of the model's context."""
+class ChatTurn(NamedTuple):
+    """One message of the model's context.
+
+    A named tuple: one is built per message of the context for every reply,
+    and a frozen dataclass costs several times more to create.
+    """
 
     role: str
     content: str

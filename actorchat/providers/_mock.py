@@ -133,18 +133,18 @@ class MockProvider(Provider):
 
     def reply_tokens(self, request: GenerationRequest) -> list[str]:
         """The reply's tokens: a pure function of context and attempt."""
-        digest = hashlib.blake2b(digest_size=8)
-        for turn in request.messages:
-            digest.update(turn.role.encode())
-            digest.update(b"\0")
-            digest.update(turn.content.encode())
-            digest.update(b"\1")
+        return list(self._reply(request)[0])
+
+    def _reply(self, request: GenerationRequest) -> tuple[tuple[str, ...], int]:
+        """The reply's tokens and the prompt's size in words."""
+        context = "\0".join(f"{t.role}\1{t.content}" for t in request.messages)
+        digest = hashlib.blake2b(context.encode(), digest_size=8)
         digest.update(str(request.attempt).encode())
         last_user = next((t.content for t in reversed(request.messages) if t.role == "user"), "")
         n = min(request.max_tokens or self.tokens, self.tokens)
-        return list(
-            _compose(int.from_bytes(digest.digest(), "big"), n, " ".join(_topic(last_user)))
-        )
+        tokens = _compose(int.from_bytes(digest.digest(), "big"), n, last_user)
+        prompt = len(context.split()) + len(request.system_prompt.split())
+        return tokens, prompt
 
     def stream(self, request: GenerationRequest) -> Iterator[StreamItem]:
         if self.failure_rate and self._chaos.random() < self.failure_rate:
@@ -152,7 +152,7 @@ class MockProvider(Provider):
         crash_at = -1
         if self.crash_rate and self._chaos.random() < self.crash_rate:
             crash_at = self._chaos.randrange(self.tokens)
-        tokens = self.reply_tokens(request)
+        tokens, prompt = self._reply(request)
         delay = self.delay
         sleep = gevent.sleep
         for i, token in enumerate(tokens):
@@ -161,15 +161,14 @@ class MockProvider(Provider):
             if i == crash_at:
                 raise MockCrash("simulated crash (mock crash_rate)")
             yield token
-        prompt = sum(len(t.content.split()) for t in request.messages)
-        prompt += len(request.system_prompt.split())
         yield StreamEnd("stop", Usage(prompt, len(tokens)))
 
 
 @functools.lru_cache(maxsize=4096)
-def _compose(seed: int, n: int, topic: str) -> tuple[str, ...]:
+def _compose(seed: int, n: int, last_user: str) -> tuple[str, ...]:
     """Compose a reply from its seed; cached, since a broadcast asks the same
     question many times and composing costs more than streaming it."""
+    topic = " ".join(_topic(last_user))
     rng = random.Random(seed)
     out = rng.choice(_OPENERS).split()
     out.append(f"“{topic}”:")
