@@ -12,8 +12,10 @@ from actorchat.errors import ConfigurationError
 
 def test_precedence(tmp_path: Path) -> None:
     f = tmp_path / "actorchat.toml"
-    f.write_text('mock_tokens = 7\nmock_delay_ms = 3\n[mock]\nfailure_rate = 0.5\n'
-                 '[models.fast]\nprovider = "mock"\ntokens = 2\n')
+    f.write_text(
+        "mock_tokens = 7\nmock_delay_ms = 3\n[mock]\nfailure_rate = 0.5\n"
+        '[models.fast]\nprovider = "mock"\ntokens = 2\n'
+    )
     cfg = load_config(f, env={})
     assert (cfg.mock_tokens, cfg.mock_delay_ms, cfg.mock_failure_rate) == (7, 3.0, 0.5)
     assert cfg.models["fast"].options == {"tokens": 2}

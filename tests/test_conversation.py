@@ -64,8 +64,14 @@ def test_strict_order_under_concurrent_senders(system: ChatSystem) -> None:
     last_turn = max(max(t) for t in acked.values())
     history = system.get_history(cid)
     if not any(m.role == "assistant" and m.turn == last_turn for m in history):
-        wait_for(sub, lambda e: isinstance(e, StreamComplete) and e.message is not None
-                 and e.message.turn == last_turn)
+        wait_for(
+            sub,
+            lambda e: (
+                isinstance(e, StreamComplete)
+                and e.message is not None
+                and e.message.turn == last_turn
+            ),
+        )
         history = system.get_history(cid)
     assert len(history) == 160
     context: list[tuple[str, str]] = []
@@ -90,9 +96,9 @@ def test_messages_sent_during_a_reply_are_queued_and_answered_in_order(make_syst
     for user in (first, second, third):
         _, seen = wait_for(
             sub,
-            lambda e, u=user: isinstance(e, StreamComplete)
-            and e.message is not None
-            and e.message.turn == u.turn,
+            lambda e, u=user: (
+                isinstance(e, StreamComplete) and e.message is not None and e.message.turn == u.turn
+            ),
         )
         events.extend(seen)
     starts = [e.reply_to for e in events if isinstance(e, StreamStart)]

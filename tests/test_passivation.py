@@ -34,9 +34,12 @@ def test_busy_conversation_is_not_passivated(make_system) -> None:  # type: igno
     reply = system.send_message(cid, "a slow reply", timeout=WAIT)
     assert reply
     # The idle one went first; the busy one only after its reply.
-    event, seen = wait_for(sub, of_type(ConversationState, conversation_id=cid, state="passivated"))
-    passivated = [e.conversation_id for e in seen if isinstance(e, ConversationState)
-                  and e.state == "passivated"]
+    _, seen = wait_for(sub, of_type(ConversationState, conversation_id=cid, state="passivated"))
+    passivated = [
+        e.conversation_id
+        for e in seen
+        if isinstance(e, ConversationState) and e.state == "passivated"
+    ]
     assert passivated[0] == other
     assert len(system.get_history(cid)) == 2
 

@@ -19,7 +19,11 @@ def run(code: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[st
     env = dict(ENV, ACTORCHAT_DATA_DIR=str(tmp_path / "data"), ACTORCHAT_MOCK_DELAY_MS="0")
     return subprocess.run(
         [sys.executable, "-W", "error", *args, *(["-c", code] if code else [])],
-        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
     )
 
 

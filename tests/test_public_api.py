@@ -6,12 +6,37 @@ import actorchat
 from actorchat import errors, providers, stores
 
 PROMISED = {
-    "ChatSystem", "Config", "Conversation", "ConversationDeleted", "ConversationState",
-    "ConversationStats", "ConversationUpdated", "ErrorEvent", "Event", "EventBus", "Message",
-    "MessageReceived", "ModelConfig", "StreamComplete", "StreamContent", "StreamStart",
-    "Subscription", "Usage", "__version__", "broadcast_message", "conversation_count",
-    "default_system", "errors", "get_history", "get_stats", "is_patched", "load_config",
-    "patch", "send_message", "start_conversation", "start_conversations",
+    "ChatSystem",
+    "Config",
+    "Conversation",
+    "ConversationDeleted",
+    "ConversationState",
+    "ConversationStats",
+    "ConversationUpdated",
+    "ErrorEvent",
+    "Event",
+    "EventBus",
+    "Message",
+    "MessageReceived",
+    "ModelConfig",
+    "StreamComplete",
+    "StreamContent",
+    "StreamStart",
+    "Subscription",
+    "Usage",
+    "__version__",
+    "broadcast_message",
+    "conversation_count",
+    "default_system",
+    "errors",
+    "get_history",
+    "get_stats",
+    "is_patched",
+    "load_config",
+    "patch",
+    "send_message",
+    "start_conversation",
+    "start_conversations",
 }
 
 
@@ -23,8 +48,13 @@ def test_all_is_the_promised_surface() -> None:
 
 
 def test_extension_points_are_exported() -> None:
-    assert {"Provider", "MockProvider", "GenerationRequest", "StreamEnd",
-            "register_provider"} <= set(providers.__all__)
+    assert {
+        "Provider",
+        "MockProvider",
+        "GenerationRequest",
+        "StreamEnd",
+        "register_provider",
+    } <= set(providers.__all__)
     assert {"Store", "SQLiteStore", "MemoryStore"} <= set(stores.__all__)
 
 

@@ -26,15 +26,28 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-un
 
 def msg(cid: str, mid: str, role: str, turn: int, text: str = "") -> Message:
     usage = Usage(3, 5) if role == "assistant" else None
-    return Message(mid, cid, role, text or mid, "u1", 1000.0 + turn, turn, usage,
-                   "stop" if role == "assistant" else None)
+    return Message(
+        mid,
+        cid,
+        role,
+        text or mid,
+        "u1",
+        1000.0 + turn,
+        turn,
+        usage,
+        "stop" if role == "assistant" else None,
+    )
 
 
 def test_turn_order_paging_and_versions(store: Store) -> None:
     store.create_conversations([Conversation("c1", "alice", "t")])
     # u2 arrives while a1 is streaming: stored order u1, u2, a1, a2.
-    for m in (msg("c1", "u1", "user", 1), msg("c1", "u2", "user", 2),
-              msg("c1", "a1", "assistant", 1), msg("c1", "a2", "assistant", 2)):
+    for m in (
+        msg("c1", "u1", "user", 1),
+        msg("c1", "u2", "user", 2),
+        msg("c1", "a1", "assistant", 1),
+        msg("c1", "a2", "assistant", 2),
+    ):
         store.append_message(m)
     loaded = store.load("c1")
     assert loaded is not None
@@ -51,7 +64,8 @@ def test_turn_order_paging_and_versions(store: Store) -> None:
 
 
 def test_conversations_list_rename_delete(store: Store) -> None:
-    store.create_conversations([Conversation(f"c{i}", "alice" if i % 2 else "bob") for i in range(6)])
+    owners = ["alice" if i % 2 else "bob" for i in range(6)]
+    store.create_conversations([Conversation(f"c{i}", o) for i, o in enumerate(owners)])
     alice = store.list_conversations("alice")
     assert [c.id for c in alice] == ["c5", "c3", "c1"]
     assert [c.id for c in store.list_conversations("alice", limit=1, before="c5")] == ["c3"]
@@ -100,13 +114,14 @@ def test_acknowledged_messages_are_durable_across_processes(tmp_path: Path, conf
         # While this process still runs, a second one reads the same file.
         script = textwrap.dedent(f"""
             import json, sqlite3
-            db = sqlite3.connect({str(config.data_dir / 'actorchat.sqlite3')!r})
+            db = sqlite3.connect({str(config.data_dir / "actorchat.sqlite3")!r})
             rows = db.execute("SELECT id, role, content FROM messages "
                               "WHERE conversation_id = ? ORDER BY seq", ({cid!r},)).fetchall()
             print(json.dumps(rows))
         """)
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                             check=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+        )
         rows = json.loads(out.stdout)
         ids = [r[0] for r in rows]
         assert all(mid in ids for mid in acked)

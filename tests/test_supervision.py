@@ -77,13 +77,13 @@ def test_intensity_exceeded_fails_that_conversation_only(make_system) -> None:  
     wait_for(sub, of_type(ConversationState, state="failed"))
     with pytest.raises(ConversationFailed):
         system.send_message(bad, "after", timeout=WAIT)
-    assert ("failed" in dict(system.states(state="failed")).values())
+    assert "failed" in dict(system.states(state="failed")).values()
     stats = system.stats()
     assert stats["states"]["failed"] == 1 and stats["restarts_total"] == 3
     results = system.broadcast_message(others, "still alive?", timeout=WAIT)
     assert all(isinstance(r, str) and r for r in results.values())
     # Its history is still readable from the store.
-    assert [m.content for m in system.messages(bad)][0] == "before"
+    assert next(m.content for m in system.messages(bad)) == "before"
 
 
 def test_killing_ten_percent_at_once_recovers_them_all(make_system) -> None:  # type: ignore[no-untyped-def]
