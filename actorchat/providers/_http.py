@@ -29,7 +29,8 @@ Options read from ``ModelConfig.options`` (the ``[models.NAME]`` table):
 ``backoff_base`` (s, default 0.5), ``backoff_max`` (s, default 8),
 ``max_retry_after`` (s, default 60: a longer ``Retry-After`` fails at
 once), ``headers`` (extra request headers), ``extra_body`` (merged into
-the JSON body), ``trust_env`` (default true: honour proxy variables).
+the JSON body), ``trust_env`` (default true: honour the proxy variables,
+read once when the provider is built).
 """
 
 from __future__ import annotations
@@ -243,7 +244,11 @@ class HttpProvider(Provider):
         )
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        session.trust_env = bool(option(model, "trust_env", True, bool))
+        # Proxy variables (HTTPS_PROXY, NO_PROXY) are read once, here:
+        # requests would scan the environment and ~/.netrc on every request.
+        session.trust_env = False
+        if option(model, "trust_env", True, bool):
+            session.proxies.update(requests.utils.get_environ_proxies(base))
         self._session = session
         self._sse = sseclient.SSEClient
         # Before the first text, a read may wait as long as the first-token

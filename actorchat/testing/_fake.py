@@ -29,7 +29,6 @@ import gevent
 from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
-from gevent.socket import wait_read
 
 __all__ = [
     "Behavior",
@@ -157,10 +156,6 @@ class _ClientGone(Exception):
     """The client closed the connection."""
 
 
-class _Elapsed(Exception):
-    """A wait ran its full time."""
-
-
 class _Abort(Exception):
     """The behaviour says: drop the connection now."""
 
@@ -204,7 +199,9 @@ class FakeServer:
 
     def start(self) -> FakeServer:
         """Listen on ``host:port`` (port 0: any free port, see ``port``)."""
-        server = StreamServer((self.host, self.port), self._handle, spawn=self._pool)
+        # A deep accept queue: a bench opens a thousand connections at once,
+        # and a dropped SYN costs the client a one-second retransmit.
+        server = StreamServer((self.host, self.port), self._handle, backlog=4096, spawn=self._pool)
         server.start()
         self._server = server
         self.port = int(server.server_port)
@@ -346,6 +343,7 @@ class FakeServer:
         self._arrived.set()
         self.active += 1
         self.max_active = max(self.max_active, self.active)
+        watch = _Watch(sock)
         try:
             return self._stream(sock, request, behavior)
         except (OSError, _ClientGone):
@@ -354,12 +352,13 @@ class FakeServer:
         except _Abort:
             return False
         finally:
+            watch.close()
             self.active -= 1
             request.done.set()
 
     def _stream(self, sock: socket.socket, request: RecordedRequest, behavior: Behavior) -> bool:
-        if behavior.ttfb and not self._linger(sock, behavior.ttfb):
-            raise _ClientGone
+        if behavior.ttfb:
+            self._linger(behavior.ttfb)
         if not self.check_auth(request):
             unauthorized = replace(
                 behavior,
@@ -397,12 +396,11 @@ class FakeServer:
                 if n == behavior.disconnect_after:
                     raise _Abort
                 if n == behavior.hang_after:
-                    self._linger(sock, None)
-                    raise _ClientGone
+                    self._linger(None)
                 wait = behavior.first_token_delay if first else behavior.delay
                 first = False
-                if wait and not self._linger(sock, wait):
-                    raise _ClientGone
+                if wait:
+                    self._linger(wait)
                 if behavior.stamp:
                     frame = frame.replace(b"@STAMP@", f" {time.monotonic():.6f}".encode())
                 request.tokens_sent = n + 1
@@ -424,32 +422,46 @@ class FakeServer:
         head += [f"{k}: {v}" for k, v in extra.items()]
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
 
-    def _linger(self, sock: socket.socket, seconds: float | None) -> bool:
-        """Wait ``seconds`` (None: until the client leaves or the server stops).
+    def _linger(self, seconds: float | None) -> None:
+        """Wait ``seconds`` (None: until the server stops).
 
-        Returns False as soon as the client closes its end, so that a cancel
-        on the client is seen here at once, even in the middle of a delay.
+        A client that leaves meanwhile interrupts the wait (see ``_Watch``).
         """
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while True:
-            if self._stopping.is_set():
-                return False
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return True
-            try:
-                wait_read(sock.fileno(), timeout=remaining, timeout_exc=_Elapsed())
-            except _Elapsed:
-                return True
-            try:
-                peeked = sock.recv(1, socket.MSG_PEEK)
-            except OSError:
-                return False
-            if not peeked:
-                return False
-            # The client sent bytes (a pipelined request): nothing to watch.
-            gevent.sleep(remaining or 0.0)
-            return True
+        if seconds is None:
+            self._stopping.wait()
+            raise _ClientGone
+        gevent.sleep(seconds)
+
+
+class _Watch:
+    """Raises ``_ClientGone`` in a handler as soon as its client hangs up.
+
+    One read watcher per response, started once: the handler sleeps and
+    writes as it pleases, and a cancelled client is noticed at once, even
+    in the middle of a long delay or a hang.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._raw = getattr(sock, "_sock", sock)  # the real socket, for a non-blocking peek
+        self._handler = gevent.getcurrent()
+        self._io = gevent.get_hub().loop.io(sock.fileno(), 1)
+        self._io.start(self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = self._raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        self._io.stop()
+        if not data:
+            gevent.kill(self._handler, _ClientGone)
+        # else: the client sent bytes (a pipelined request): nothing to watch.
+
+    def close(self) -> None:
+        self._io.stop()
+        self._io.close()
 
 
 def _sse(data: Any, event: str | None = None) -> bytes:
