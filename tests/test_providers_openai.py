@@ -240,3 +240,52 @@ def test_registered_and_wrapped_in_limits(server: FakeOpenAIServer) -> None:
     assert p.name == "openai"
     stats = p.stats()  # type: ignore[attr-defined]
     assert stats["model"] == "m" and stats["in_flight"] == 0
+
+
+def test_models_from_a_config_file(
+    tmp_path: Path, server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from actorchat import ChatSystem, load_config
+    from actorchat.providers import AnthropicProvider, LimitedProvider
+
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "sk-from-env")
+    server.api_key = "sk-from-env"
+    server.reset(Behavior(tokens=["from", " config"]))
+    conf = tmp_path / "actorchat.toml"
+    conf.write_text(
+        f"""
+default_model = "fast"
+system_prompt = "Default prompt."
+data_dir = "{tmp_path / "data"}"
+idle_timeout = 0
+
+[models.fast]
+provider = "openai"
+base_url = "{server.base_url}"
+model = "gpt-fake"
+api_key_env = "FAKE_OPENAI_KEY"
+max_tokens = 77
+temperature = 0.5
+max_concurrency = 3
+requests_per_minute = 600
+backoff_base = 0.01
+
+[models.claude]
+provider = "anthropic"
+base_url = "http://127.0.0.1:9"
+model = "claude-fake"
+"""
+    )
+    cfg = load_config(conf, env={})
+    with ChatSystem(cfg) as chat:
+        fast, claude = chat.providers["fast"], chat.providers["claude"]
+        assert isinstance(fast, LimitedProvider) and isinstance(fast.inner, OpenAIProvider)
+        assert isinstance(claude, LimitedProvider) and isinstance(claude.inner, AnthropicProvider)
+        assert fast.inner.backoff_base == 0.01  # unknown keys are provider options
+        assert fast.stats()["max_concurrency"] == 3
+        cid = chat.start_conversation()
+        assert chat.send_message(cid, "hi", timeout=20) == "from config"
+    body = server.requests[0].json
+    assert body["model"] == "gpt-fake"
+    assert body["max_tokens"] == 77 and body["temperature"] == 0.5
+    assert body["messages"][0] == {"role": "system", "content": "Default prompt."}

@@ -329,7 +329,7 @@ class FakeServer:
 
     def _respond(self, sock: socket.socket, request: RecordedRequest) -> bool:
         """Answer one request; False when the connection must close."""
-        if request.method == "GET" and request.path == self.base_path + "/models":
+        if request.method == "GET" and request.path in (self.base_path + "/models", "/v1/models"):
             body = json.dumps({"object": "list", "data": [{"id": "fake", "object": "model"}]})
             self._send_simple(sock, 200, body.encode(), {})
             return True
