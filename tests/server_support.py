@@ -86,6 +86,7 @@ class Client:
         _clients.setdefault(id(server), []).append(self)
         self.user = user
         self.seen: list[Frame] = []
+        self.pings = 0
         self._ids = 0
         if user is not None:
             self.auth(dev_token(server, user))
@@ -111,7 +112,13 @@ class Client:
         return rid
 
     def recv(self) -> Frame:
-        opcode, abnf = self.ws.recv_data_frame(control_frame=False)
+        while True:
+            # websocket-client answers pings itself; they are counted here.
+            opcode, abnf = self.ws.recv_data_frame(control_frame=True)
+            if opcode == ABNF.OPCODE_PING:
+                self.pings += 1
+            elif opcode != ABNF.OPCODE_PONG:
+                break
         payload = abnf.data
         if opcode == ABNF.OPCODE_CLOSE:
             code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None

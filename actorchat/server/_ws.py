@@ -37,6 +37,7 @@ from actorchat._events import (
     ConversationUpdated,
     Event,
     MessageReceived,
+    StreamComplete,
     StreamContent,
     StreamStart,
 )
@@ -301,7 +302,11 @@ class Connection:
         if type(entry) is str:
             return entry
         if type(entry) is Relabeled:
-            return encode({"type": entry.type, "data": entry.event.to_dict()})
+            event = entry.event
+            if isinstance(event, StreamComplete) and event.message is not None:
+                # message_added for a finished reply: the stored message.
+                return encode({"type": entry.type, "data": {"message": event.message.to_dict()}})
+            return encode({"type": entry.type, "data": event.to_dict()})
         assert isinstance(entry, Event)
         return encode(entry.frame())
 
