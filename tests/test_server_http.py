@@ -1,0 +1,288 @@
+"""End to end over HTTP: REST, Server-Sent Events, operations, errors, origins."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import requests
+import websocket
+
+from actorchat import StreamComplete
+from actorchat.server import Server
+from tests.server_support import WAIT, Client, dev_token, running_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("http"), rate_limit_messages=1000) as srv:
+        yield srv
+
+
+class Api:
+    """requests with a user's bearer token and the server's base URL."""
+
+    def __init__(self, server: Server, user: str = "alice") -> None:
+        self.base = server.url
+        self.s = requests.Session()
+        self.s.headers["Authorization"] = f"Bearer {dev_token(server, user)}"
+
+    def __getattr__(self, method: str) -> Any:
+        call = getattr(self.s, method)
+        return lambda path, **kw: call(self.base + path, timeout=WAIT, **kw)
+
+
+def sse_events(response: requests.Response) -> list[tuple[str, dict[str, Any]]]:
+    """(event, data) of an SSE response, read to its end."""
+    events = []
+    kind = ""
+    for line in response.iter_lines(decode_unicode=True):
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            events.append((kind, json.loads(line[6:])))
+    return events
+
+
+def test_health_readiness_metrics(server: Server) -> None:
+    r = requests.get(f"{server.url}/healthz", timeout=WAIT)
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    r = requests.get(f"{server.url}/readyz", timeout=WAIT)
+    assert r.status_code == 200 and r.json()["checks"]["store"] is True
+    c = Client(server)
+    cid = c.create()
+    c.send("send_message", {"conversation_id": cid, "content": "count me"})
+    c.until("stream_complete")
+    text = requests.get(f"{server.url}/metrics", timeout=WAIT).text
+    for series in (
+        "actorchat_ws_connections ",
+        "actorchat_conversations_live ",
+        "actorchat_conversations_stored ",
+        "actorchat_messages_total ",
+        'actorchat_stream_events_total{type="stream_content"}',
+        "actorchat_tokens_total ",
+        "actorchat_time_to_first_token_seconds_bucket",
+        "actorchat_request_duration_seconds_bucket",
+        "actorchat_restarts_total ",
+        'actorchat_model_in_flight{model="mock"}',
+        'actorchat_model_queued{model="mock"}',
+    ):
+        assert series in text, series
+    c.close()
+
+
+def test_auth_errors_are_json(server: Server) -> None:
+    r = requests.get(f"{server.url}/api/v1/conversations", timeout=WAIT)
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "AUTH_REQUIRED"
+    r = requests.get(
+        f"{server.url}/api/v1/conversations",
+        headers={"Authorization": "Bearer nope"},
+        timeout=WAIT,
+    )
+    assert r.status_code == 401 and r.json()["error"]["code"] == "AUTH_FAILED"
+    r = requests.get(f"{server.url}/no/such/route", timeout=WAIT)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"
+
+
+def test_conversation_crud_and_ownership(server: Server) -> None:
+    api, bob = Api(server), Api(server, "bob")
+    r = api.post("/api/v1/conversations", json={"title": "rest"})
+    assert r.status_code == 201
+    conv = r.json()
+    cid = conv["id"]
+    assert conv["title"] == "rest" and conv["message_count"] == 0
+    assert cid in [c["id"] for c in api.get("/api/v1/conversations").json()["conversations"]]
+    assert api.get(f"/api/v1/conversations/{cid}").json()["id"] == cid
+    r = api.patch(f"/api/v1/conversations/{cid}", json={"title": "renamed"})
+    assert r.status_code == 200 and r.json()["title"] == "renamed"
+    r = bob.get(f"/api/v1/conversations/{cid}")
+    assert r.status_code == 403 and r.json()["error"]["code"] == "FORBIDDEN"
+    assert bob.delete(f"/api/v1/conversations/{cid}").status_code == 403
+    assert api.delete(f"/api/v1/conversations/{cid}").status_code == 204
+    assert api.get(f"/api/v1/conversations/{cid}").status_code == 404
+
+
+def test_post_message_waits_for_the_reply_and_pages(server: Server) -> None:
+    api = Api(server)
+    cid = api.post("/api/v1/conversations", json={}).json()["id"]
+    ids = []
+    for text in ("one", "two", "three"):
+        r = api.post(f"/api/v1/conversations/{cid}/messages", json={"content": text})
+        assert r.status_code == 200
+        body = r.json()
+        assert body["message"]["content"] == text
+        assert body["reply"]["message_type"] == "assistant"
+        assert body["reply"]["finish_reason"] == "stop"
+        ids += [body["message"]["id"], body["reply"]["id"]]
+    msgs = api.get(f"/api/v1/conversations/{cid}/messages").json()["messages"]
+    assert [m["id"] for m in msgs] == ids
+    page = api.get(f"/api/v1/conversations/{cid}/messages?limit=2&before={ids[4]}").json()
+    assert [m["id"] for m in page["messages"]] == ids[2:4]
+    r = api.get(f"/api/v1/conversations/{cid}/messages?limit=zero")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_MESSAGE"
+
+
+def test_versions_after_regenerate(server: Server) -> None:
+    api = Api(server)
+    cid = api.post("/api/v1/conversations", json={}).json()["id"]
+    first = api.post(f"/api/v1/conversations/{cid}/messages", json={"content": "again"}).json()
+    c = Client(server)
+    c.send("stream_response", {"conversation_id": cid})
+    c.until("stream_complete")
+    active = api.get(f"/api/v1/conversations/{cid}/messages").json()["messages"]
+    assert first["reply"]["id"] not in [m["id"] for m in active]
+    every = api.get(f"/api/v1/conversations/{cid}/messages?versions=true").json()["messages"]
+    old = [m for m in every if m["id"] == first["reply"]["id"]]
+    assert old and old[0]["superseded"] is True
+    c.close()
+
+
+def test_post_message_as_server_sent_events(server: Server) -> None:
+    api = Api(server)
+    cid = api.post("/api/v1/conversations", json={}).json()["id"]
+    r = api.post(
+        f"/api/v1/conversations/{cid}/messages",
+        json={"content": "stream it"},
+        headers={"Accept": "text/event-stream"},
+        stream=True,
+    )
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/event-stream")
+    events = sse_events(r)
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "message_received" and kinds[1] == "stream_start"
+    assert kinds[-1] == "stream_complete" and set(kinds[2:-1]) == {"stream_content"}
+    # the data is the whole {type, data} object, as on the WebSocket
+    assert all(obj["type"] == kind for kind, obj in events)
+    text = "".join(obj["data"]["content"] for kind, obj in events if kind == "stream_content")
+    msgs = api.get(f"/api/v1/conversations/{cid}/messages").json()["messages"]
+    assert msgs[-1]["content"] == text
+
+
+def test_rest_messages_reach_websocket_tabs(server: Server) -> None:
+    api = Api(server)
+    joined, sidebar = Client(server), Client(server)
+    cid = joined.create()
+    joined.send("join_conversation", {"conversation_id": cid})
+    joined.expect("conversation_joined")
+    api.post(f"/api/v1/conversations/{cid}/messages", json={"content": "from REST"})
+    assert joined.expect("message_received")["data"]["message"]["content"] == "from REST"
+    assert joined.expect("stream_complete")["data"]["finish_reason"] == "stop"
+    added = sidebar.expect(
+        "message_added", lambda f: f["data"]["message"]["conversation_id"] == cid
+    )
+    assert added["data"]["message"]["content"] == "from REST"
+    joined.close()
+    sidebar.close()
+
+
+def test_export(server: Server) -> None:
+    api = Api(server)
+    cid = api.post("/api/v1/conversations", json={"title": "exported"}).json()["id"]
+    api.post(f"/api/v1/conversations/{cid}/messages", json={"content": "export me"})
+    r = api.get(f"/api/v1/conversations/{cid}/export?format=json")
+    assert r.status_code == 200 and r.json()["conversation"]["id"] == cid
+    assert "attachment" in r.headers["Content-Disposition"]
+    r = api.get(f"/api/v1/conversations/{cid}/export?format=md")
+    assert r.headers["Content-Type"].startswith("text/markdown") and "export me" in r.text
+    r = api.get(f"/api/v1/conversations/{cid}/export?format=csv")
+    assert r.headers["Content-Type"].startswith("text/csv") and "export me" in r.text
+    assert api.get(f"/api/v1/conversations/{cid}/export?format=pdf").status_code == 400
+
+
+def test_batch_and_broadcast(server: Server) -> None:
+    api = Api(server)
+    r = api.post("/api/v1/conversations/batch", json={"count": 50})
+    assert r.status_code == 201
+    ids = r.json()["conversation_ids"]
+    assert len(ids) == 50 and len(set(ids)) == 50
+    assert server.chat is not None
+    sub = server.chat.subscribe(None, replay=False, maxsize=100_000)
+    r = api.post("/api/v1/conversations/broadcast", json={"conversation_ids": ids, "message": "hi"})
+    assert r.status_code == 202 and r.json() == {"accepted": 50}
+    finished: set[str] = set()
+    while len(finished) < 50:
+        event = sub.get(WAIT)
+        assert event is not None, f"only {len(finished)} replies"
+        if isinstance(event, StreamComplete) and event.conversation_id in ids:
+            finished.add(event.conversation_id)
+    sub.close()
+    r = api.post("/api/v1/conversations/batch", json={"count": 10_001})
+    assert r.status_code == 400
+    foreign = Api(server, "bob").post("/api/v1/conversations", json={}).json()["id"]
+    r = api.post(
+        "/api/v1/conversations/broadcast", json={"conversation_ids": [foreign], "message": "x"}
+    )
+    assert r.status_code == 403
+
+
+def test_operations(server: Server) -> None:
+    api = Api(server)
+    stats = api.get("/api/v1/admin/stats").json()
+    assert {"live", "stored", "states", "tokens_per_s", "connections", "rss_bytes"} <= set(stats)
+    with api.get("/api/v1/admin/stats", headers={"Accept": "text/event-stream"}, stream=True) as r:
+        lines = r.iter_lines(decode_unicode=True)
+        assert next(lines) == "event: stats"
+        assert json.loads(next(lines)[6:])["data"]["live"] >= 0
+    cid = api.post("/api/v1/conversations", json={}).json()["id"]
+    listed = api.get("/api/v1/admin/conversations?state=idle").json()["conversations"]
+    assert {"id": cid, "state": "idle"} in listed
+    r = api.post("/api/v1/admin/kill", json={"conversation_ids": [cid]})
+    assert r.status_code == 200 and r.json()["killed"] == [cid]
+    assert api.post("/api/v1/admin/kill", json={}).status_code == 400
+
+
+def test_http_limits(tmp_path: Path) -> None:
+    with running_server(tmp_path, rate_limit_messages=1, rate_limit_window=60.0) as srv:
+        api = Api(srv)
+        cid = api.post("/api/v1/conversations", json={}).json()["id"]
+        path = f"/api/v1/conversations/{cid}/messages"
+        r = api.post(path, json={"content": "x" * 100_001})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "MESSAGE_TOO_LONG"
+        r = api.post(path, data="{not json", headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_JSON"
+        assert api.post(path, json={"content": "ok"}).status_code == 200
+        r = api.post(path, json={"content": "too soon"})
+        assert r.status_code == 429
+        assert r.json()["error"]["code"] == "RATE_LIMITED"
+        assert int(r.headers["Retry-After"]) >= 1
+        r = api.post(path, data=b"x" * (2 * 1024 * 1024))
+        assert r.status_code == 413
+
+
+def test_admin_needs_the_role_when_a_secret_is_set(tmp_path: Path) -> None:
+    secret = "s" * 32
+    with running_server(tmp_path, jwt_secret=secret) as srv:
+        now = int(time.time())
+
+        def get(claims: dict[str, Any]) -> requests.Response:
+            tok = jwt.encode({"exp": now + 60, **claims}, secret, algorithm="HS256")
+            return requests.get(
+                f"{srv.url}/api/v1/admin/stats",
+                headers={"Authorization": f"Bearer {tok}"},
+                timeout=WAIT,
+            )
+
+        assert get({"sub": "user"}).status_code == 403
+        assert get({"sub": "ops", "role": "admin"}).status_code == 200
+
+
+def test_origin_allow_list(tmp_path: Path) -> None:
+    with running_server(tmp_path, allowed_origins="https://chat.example") as srv:
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(srv.ws_url, origin="https://evil.example", timeout=WAIT)
+        assert refused.value.status_code == 403
+        ok = websocket.create_connection(srv.ws_url, origin="https://chat.example", timeout=WAIT)
+        ok.close()
+    with running_server(tmp_path) as srv:  # no list: same origin only
+        host = srv.url.removeprefix("http://")
+        ok = websocket.create_connection(srv.ws_url, origin=f"http://{host}", timeout=WAIT)
+        ok.close()
+        with pytest.raises(websocket.WebSocketBadStatusException):
+            websocket.create_connection(srv.ws_url, origin="http://other.example", timeout=WAIT)
