@@ -70,11 +70,20 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from actorchat.server import serve  # type: ignore[import-not-found,unused-ignore]
+        from actorchat.server import serve
     except ImportError:
         print("actorchat serve: the server is not part of this build yet", file=sys.stderr)
         return 2
-    cfg = _load(args, host=args.host, port=args.port)
+    server_flags = (
+        "host",
+        "port",
+        "allowed_origins",
+        "max_connections",
+        "ping_interval",
+        "shutdown_grace",
+        "log_format",
+    )
+    cfg = _load(args, **{k: getattr(args, k) for k in server_flags})
     return int(serve(cfg) or 0)
 
 
@@ -99,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the WebSocket and HTTP server")
     p.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="TCP port (default 8000)")
+    p.add_argument(
+        "--allowed-origins",
+        help="comma-separated browser origins allowed to connect ('*': any; default: same origin)",
+    )
+    p.add_argument("--max-connections", type=int, help="WebSocket connections at most")
+    p.add_argument("--ping-interval", type=float, help="seconds between WebSocket pings (0: off)")
+    p.add_argument("--shutdown-grace", type=float, help="seconds replies get to finish on SIGTERM")
+    p.add_argument("--log-format", choices=("text", "json"), help="log lines as text or JSON")
     _config_flags(p)
     p.set_defaults(func=_cmd_serve)
     return parser
