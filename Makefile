@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench bench-quick clean demo-llm
+.PHONY: install run test browser lint bench bench-quick clean demo-llm
 
 install: $(STAMP)
 
@@ -20,8 +20,16 @@ $(STAMP): pyproject.toml
 run: install
 	$(VENV)/bin/actorchat serve $(ARGS)
 
-test: install
+test: install browser
 	$(PY) -m pytest $(ARGS)
+
+# The browser tests (tests/test_web_*.py) drive Debian's Chromium: installed
+# here with apt when run as root; without it they are skipped, saying why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1 \
+	  || DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } \
+	  || echo "make: could not install chromium: the browser tests will be skipped"
 
 lint: install
 	$(VENV)/bin/ruff check actorchat tests bench

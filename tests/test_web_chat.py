@@ -19,10 +19,10 @@ import pytest
 import requests
 
 from tests.server_support import WAIT, dev_token
-from tests.web_support import TcpProxy, browser_missing, launch_browser, web_server
+from tests.web_support import TcpProxy, browser_missing, launch_browser, needs_browser, web_server
 
 MISSING = browser_missing()
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+pytestmark = needs_browser()
 
 if MISSING is None:
     from playwright.sync_api import Page, expect

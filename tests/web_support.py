@@ -83,6 +83,20 @@ def browser_missing() -> str | None:
     return None
 
 
+def needs_browser() -> Any:
+    """The ``pytestmark`` of a browser test module: skip, saying why, without a browser.
+
+    With ``ACTORCHAT_REQUIRE_BROWSER=1`` (a CI that installed Chromium) a
+    missing browser is an error instead.
+    """
+    import pytest
+
+    reason = browser_missing()
+    if reason is not None and os.environ.get("ACTORCHAT_REQUIRE_BROWSER"):
+        raise RuntimeError(f"{reason}; ACTORCHAT_REQUIRE_BROWSER is set")
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
 @contextmanager
 def launch_browser() -> Iterator[Any]:
     """Playwright with headless Chromium (a fresh profile each launch)."""
