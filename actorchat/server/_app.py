@@ -34,6 +34,7 @@ from actorchat.config import Config, load_config
 from actorchat.errors import ActorchatError, error_code
 from actorchat.server._auth import Authenticator
 from actorchat.server._context import ServerContext
+from actorchat.server._heartbeat import Heartbeat
 from actorchat.server._http import error_response, exception_response, make_api, timed
 from actorchat.server._hub import Hub
 from actorchat.server._limits import RateLimiter
@@ -104,6 +105,7 @@ def create_app(chat: ChatSystem, config: Config | None = None) -> Flask:
     cfg = config or chat.config
     metrics = ServerMetrics(chat)
     hub = Hub(chat, metrics)
+    connections: dict[Any, None] = {}
     ctx = ServerContext(
         config=cfg,
         chat=chat,
@@ -111,11 +113,13 @@ def create_app(chat: ChatSystem, config: Config | None = None) -> Flask:
         auth=Authenticator(cfg.jwt_secret, cfg.jwt_leeway, cfg.dev_token_ttl),
         limiter=RateLimiter(cfg.rate_limit_messages, cfg.rate_limit_window),
         metrics=metrics,
+        heartbeat=Heartbeat(connections, cfg.ping_interval),
+        connections=connections,
     )
     app = Flask("actorchat")
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_frame_bytes
     app.config["SOCK_SERVER_OPTIONS"] = {
-        "ping_interval": cfg.ping_interval or None,
+        "ping_interval": None,  # our Heartbeat pings (see _heartbeat.py)
         "max_message_size": cfg.max_frame_bytes,
         "receive_bytes": 65536,
         "thread_class": _GreenThread,
@@ -177,7 +181,7 @@ def create_app(chat: ChatSystem, config: Config | None = None) -> Flask:
         metrics.errors.labels("INTERNAL_ERROR").inc()
         return error_response("INTERNAL_ERROR", "internal error")
 
-    hub.start()
+    ctx.start()
     return app
 
 
@@ -280,7 +284,7 @@ class Server:
             self._wsgi.stop(timeout=1.0)
             self._wsgi = None
         if self.ctx is not None:
-            self.ctx.hub.stop()
+            self.ctx.stop()
             self.ctx = None
         if self._own_chat and self.chat is not None:
             self.chat.stop()

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from actorchat._system import ChatSystem
     from actorchat.config import Config
     from actorchat.server._auth import Authenticator
+    from actorchat.server._heartbeat import Heartbeat
     from actorchat.server._hub import Hub
     from actorchat.server._limits import RateLimiter
     from actorchat.server._metrics import ServerMetrics
@@ -34,9 +35,19 @@ class ServerContext:
     auth: Authenticator
     limiter: RateLimiter
     metrics: ServerMetrics
+    heartbeat: Heartbeat
     connections: dict[Any, None] = field(default_factory=dict)
     draining: bool = False
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def start(self) -> None:
+        """Start the fan-out and the pings."""
+        self.hub.start()
+        self.heartbeat.start()
+
+    def stop(self) -> None:
+        self.heartbeat.stop()
+        self.hub.stop()
 
     def next_id(self) -> int:
         """A process-unique number for a connection's log lines."""

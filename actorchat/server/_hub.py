@@ -81,8 +81,8 @@ class Hub:
         self._pending_owner: dict[str, list[Event]] = {}
         self._sub: Subscription | None = None
         self._loop: gevent.Greenlet[Any, Any] | None = None
-        # message id -> (model, started at) while a reply streams (metrics)
-        self._streams: dict[str, tuple[str, float, bool]] = {}
+        # message id -> (model, started at) until a reply's first chunk (metrics)
+        self._streams: dict[str, tuple[str, float]] = {}
         self.routed = 0
 
     # -- life cycle -----------------------------------------------------------
@@ -241,26 +241,26 @@ class Hub:
     # -- metrics ------------------------------------------------------------------------
 
     def _count_chunk(self, event: StreamContent) -> None:
-        m = self.metrics
+        hot = self.metrics.hot
         first = event.index if event.first_index is None else event.first_index
-        m.tokens.inc(event.index - first + 1)
-        m.stream_events.labels("stream_content").inc()
-        info = self._streams.get(event.message_id)
-        if info is not None and not info[2]:
-            m.ttft.observe(time.monotonic() - info[1])
-            self._streams[event.message_id] = (info[0], info[1], True)
+        hot.chunks += event.index - first + 1
+        hot.stream_events["stream_content"] += 1
+        if first == 0:
+            info = self._streams.pop(event.message_id, None)
+            if info is not None:
+                self.metrics.ttft.observe(time.monotonic() - info[1])
 
     def _count(self, event: Event) -> None:
         m = self.metrics
         if isinstance(event, MessageReceived):
             m.messages.inc()
         elif isinstance(event, StreamStart):
-            self._streams[event.message_id] = (event.model, time.monotonic(), False)
-            m.stream_events.labels("stream_start").inc()
+            self._streams[event.message_id] = (event.model, time.monotonic())
+            m.hot.stream_events["stream_start"] += 1
         elif isinstance(event, StreamComplete):
             self._streams.pop(event.message_id, None)
             m.finished.labels(event.finish_reason).inc()
-            m.stream_events.labels("stream_complete").inc()
+            m.hot.stream_events["stream_complete"] += 1
         elif isinstance(event, ErrorEvent):
             m.errors.labels(event.code).inc()
         elif isinstance(event, ConversationUpdated) and event.created:

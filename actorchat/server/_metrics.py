@@ -27,14 +27,44 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
-class _SystemCollector(Collector):
-    """Reads the actor system's own counters at scrape time."""
+class HotCounters:
+    """Counters bumped once per token or frame: plain ints, read at scrape time.
 
-    def __init__(self, chat: ChatSystem) -> None:
+    prometheus-client guards every ``inc`` with a lock, which under gevent
+    is a greenlet lock: too dear on a path taken once per delta per client.
+    """
+
+    __slots__ = ("chunks", "frames_out", "stream_events")
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.frames_out = 0
+        self.stream_events = {"stream_start": 0, "stream_content": 0, "stream_complete": 0}
+
+
+class _SystemCollector(Collector):
+    """Reads the actor system's own counters, and the hot ones, at scrape time."""
+
+    def __init__(self, chat: ChatSystem, hot: HotCounters) -> None:
         self._chat = chat
+        self._hot = hot
 
     def collect(self) -> Iterator[Metric]:
         chat = self._chat
+        hot = self._hot
+        for name, value, doc in (
+            ("actorchat_tokens", hot.chunks, "Reply chunks generated"),
+            ("actorchat_ws_frames_sent", hot.frames_out, "Frames written"),
+        ):
+            c = CounterMetricFamily(name, doc)
+            c.add_metric([], value)
+            yield c
+        events = CounterMetricFamily(
+            "actorchat_stream_events", "Stream events published, by type", labels=["type"]
+        )
+        for kind, value in hot.stream_events.items():
+            events.add_metric([kind], value)
+        yield events
         m = chat.metrics
         live = GaugeMetricFamily(
             "actorchat_conversations_live", "Conversations with a running actor"
@@ -89,7 +119,6 @@ class ServerMetrics:
         self.frames_in = Counter(
             "actorchat_ws_frames_received", "Client frames by type", ["type"], registry=r
         )
-        self.frames_out = Counter("actorchat_ws_frames_sent", "Frames written", registry=r)
         self.conversations_stored = Gauge(
             "actorchat_conversations_stored", "Conversations in the store", registry=r
         )
@@ -97,10 +126,6 @@ class ServerMetrics:
             "actorchat_conversations_created", "Conversations created", registry=r
         )
         self.messages = Counter("actorchat_messages", "User messages stored", registry=r)
-        self.stream_events = Counter(
-            "actorchat_stream_events", "Stream events published, by type", ["type"], registry=r
-        )
-        self.tokens = Counter("actorchat_tokens", "Reply chunks generated", registry=r)
         self.ttft = Histogram(
             "actorchat_time_to_first_token_seconds",
             "From stream_start to the first chunk",
@@ -120,7 +145,8 @@ class ServerMetrics:
         self.finished = Counter(
             "actorchat_replies", "Replies finished, by finish reason", ["reason"], registry=r
         )
-        r.register(_SystemCollector(chat))
+        self.hot = HotCounters()
+        r.register(_SystemCollector(chat, self.hot))
         self._chat = chat
 
     def render(self) -> bytes:

@@ -23,11 +23,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from gevent.event import Event as GEvent
-
 from actorchat._events import Event, StreamContent
 
-__all__ = ["Close", "Entry", "Outbox", "Relabeled"]
+__all__ = ["PING", "Close", "Entry", "Outbox", "Relabeled"]
 
 
 class Relabeled:
@@ -50,7 +48,15 @@ class Close:
         self.reason = reason
 
 
-Entry = str | Event | Relabeled | Close
+class _Ping:
+    """A WebSocket ping, queued like any frame (so it never cuts into one)."""
+
+    __slots__ = ()
+
+
+PING = _Ping()
+
+Entry = str | Event | Relabeled | Close | _Ping
 
 
 def _event_of(entry: Entry) -> Event | None:
@@ -66,16 +72,18 @@ class Outbox:
 
     Args:
         maxsize: entries at which the client counts as too slow.
+        kick: called whenever there is something to take (the connection
+            starts its writer then, if none is running).
         merge_at: entries waiting past which stream deltas are merged.
     """
 
-    __slots__ = ("_held", "_queue", "_ready", "closed", "maxsize", "merge_at", "merged")
+    __slots__ = ("_held", "_kick", "_queue", "closed", "maxsize", "merge_at", "merged")
 
-    def __init__(self, maxsize: int, merge_at: int = 32) -> None:
+    def __init__(self, maxsize: int, kick: Callable[[], None], merge_at: int = 32) -> None:
         self.maxsize = maxsize
         self.merge_at = max(1, min(merge_at, maxsize // 2))
         self._queue: deque[Entry] = deque()
-        self._ready = GEvent()
+        self._kick = kick
         self._held = 0
         self.closed = False
         #: How many deltas were merged into an earlier one (for tests and stats).
@@ -109,7 +117,7 @@ class Outbox:
             return False
         queue.append(entry)
         if not self._held:
-            self._ready.set()
+            self._kick()
         return True
 
     def close(self, code: int, reason: str, *, drop: bool = False) -> None:
@@ -124,7 +132,7 @@ class Outbox:
         self._queue.append(Close(code, reason))
         self.closed = True
         self._held = 0
-        self._ready.set()
+        self._kick()
 
     def hold(self) -> None:
         """Pause the writer until ``release`` (holds nest)."""
@@ -135,7 +143,7 @@ class Outbox:
         if self._held:
             self._held -= 1
         if not self._held and self._queue:
-            self._ready.set()
+            self._kick()
 
     def tag(self, match: Callable[[Event], bool], render: Callable[[Event], str]) -> bool:
         """Replace the first queued event that ``match``\\ es with ``render(event)``.
@@ -161,10 +169,3 @@ class Outbox:
             queue.clear()
             return out
         return [queue.popleft() for _ in range(limit)]
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Block the calling greenlet until there may be something to take."""
-        if (self._queue and not self._held) or (self.closed and not self._queue):
-            return
-        self._ready.clear()
-        self._ready.wait(timeout)

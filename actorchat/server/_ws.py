@@ -24,12 +24,12 @@ import socket
 import time
 from collections.abc import Callable
 from itertools import chain
-from typing import Any
+from typing import Any, cast
 
 import gevent
+from gevent.event import Event as GEvent
 from gevent.lock import Semaphore
 from simple_websocket import ConnectionClosed
-from wsproto.events import TextMessage
 from wsproto.utilities import LocalProtocolError
 
 from actorchat._events import (
@@ -55,7 +55,7 @@ from actorchat.errors import (
 )
 from actorchat.server._auth import Identity
 from actorchat.server._context import ServerContext
-from actorchat.server._outbox import Close, Entry, Outbox, Relabeled
+from actorchat.server._outbox import PING, Close, Entry, Outbox, Relabeled
 from actorchat.server._protocol import (
     CLIENT_TYPES,
     Request,
@@ -75,6 +75,8 @@ log = logging.getLogger("actorchat.server")
 _WRITE_BATCH = 64
 #: Longest conversation title accepted.
 MAX_TITLE = 1000
+#: How long an idle writer greenlet waits for more before it stops.
+_WRITER_LINGER = 2.0
 #: How long a closing connection waits for the peer's closing handshake.
 _CLOSE_WAIT = 5.0
 
@@ -104,10 +106,21 @@ class _LockedSocket:
         with self._lock:
             if self.broken:
                 raise BrokenPipeError("the connection was aborted")
+            try:
+                # Almost always the kernel takes it all at once: no timer then.
+                # (a gevent socket's send takes a timeout: 0 means "do not wait")
+                sent = cast(Any, self._sock).send(data, 0, 0.0)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.broken = True
+                raise
+            if sent == len(data):
+                return
             timer = gevent.Timeout(self._timeout, _WriteStalled())
             timer.start()
             try:
-                self._sock.sendall(data)
+                self._sock.sendall(memoryview(data)[sent:])
             except _WriteStalled as exc:
                 # Part of a frame may be out: the stream is unusable now.
                 self.abort()
@@ -164,6 +177,24 @@ class _LockedSocket:
         return getattr(self._sock, name)
 
 
+def _text_frame(text: str) -> bytes:
+    """One unmasked, final WebSocket text frame (RFC 6455 5.2), as a server sends it.
+
+    Built here rather than by wsproto: a frame header is three lines, and
+    wsproto's general path costs more than the rest of a delta's delivery.
+    """
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
+
+_PING_FRAME = b"\x89\x00"
+
+
 def _message_id_of(event: Event) -> str | None:
     if isinstance(event, MessageReceived):
         return event.message.id
@@ -180,13 +211,21 @@ class Connection:
         self.peer = peer
         self.user_id = ""
         self.identity: Identity | None = None
-        self.outbox = Outbox(ctx.config.outbound_queue)
+        self.outbox = Outbox(ctx.config.outbound_queue, self._kick)
         self.joined: set[str] = set()
         self._pending: dict[str, list[Event]] = {}
+        try:
+            # Stream deltas are small frames sent one after another: with
+            # Nagle's algorithm each would wait for the previous one's ACK,
+            # which the peer delays (up to 40 ms on Linux).
+            ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass  # not TCP (a test double, a Unix socket)
         self._sock = _LockedSocket(ws.sock, ctx.config.send_timeout)
         # From here on every write of simple-websocket goes through the lock.
         ws.sock = self._sock
         self._writer: gevent.Greenlet[Any, Any] | None = None
+        self._wake = GEvent()
         self._opened = time.monotonic()
         self.frames_in = 0
         self.close_code: int | None = None
@@ -199,7 +238,6 @@ class Connection:
         ctx.connections[self] = None
         ctx.metrics.connections.inc()
         ctx.metrics.connections_total.inc()
-        self._writer = gevent.spawn(self._write_loop)
         log.info("ws.open conn=%d peer=%s", self.id, self.peer)
         try:
             if len(ctx.connections) > ctx.config.max_connections:
@@ -258,19 +296,37 @@ class Connection:
 
     # -- the writer -------------------------------------------------------------------
 
+    def _kick(self) -> None:
+        """Something can be written: start the writer, or wake it."""
+        if self._writer is None:
+            self._writer = gevent.spawn(self._write_loop)
+        else:
+            self._wake.set()
+
     def _write_loop(self) -> None:
+        """Drain the outbox; linger a moment when it is empty, then stop.
+
+        Idle connections thus hold no writer greenlet; busy ones keep one.
+        """
         ws = self.ws
         outbox = self.outbox
+        wake = self._wake
         sendall = self._sock.sendall
-        frames_out = self.ctx.metrics.frames_out
+        hot = self.ctx.metrics.hot
+        ended = True
         try:
             while True:
                 entries = outbox.take(_WRITE_BATCH)
                 if not entries:
-                    if outbox.closed and not len(outbox):
+                    if outbox.closed:
                         return
-                    outbox.wait()
-                    continue
+                    wake.clear()
+                    if wake.wait(_WRITER_LINGER):
+                        continue
+                    # Nothing was queued meanwhile (a put would have woken
+                    # us), and nothing can be before we are gone: no yield.
+                    ended = False
+                    return
                 chunks: list[bytes] = []
                 closing: Close | None = None
                 for entry in entries:
@@ -279,10 +335,13 @@ class Connection:
                         break
                     if not ws.connected:
                         return
-                    chunks.append(ws.ws.send(TextMessage(data=self._text(entry))))
+                    if entry is PING:
+                        chunks.append(_PING_FRAME)
+                    else:
+                        chunks.append(_text_frame(self._text(entry)))
                 if chunks:
                     sendall(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-                    frames_out.inc(len(chunks))
+                    hot.frames_out += len(chunks)
                 if closing is not None:
                     if ws.connected:
                         ws.close(closing.code, closing.reason)
@@ -293,9 +352,28 @@ class Connection:
             log.exception("ws.writer conn=%d failed", self.id)
             self._sock.abort()
         finally:
-            # Wake the reader: it may wait in receive() for a frame that will
-            # never come now.
-            ws.event.set()
+            self._writer = None
+            if ended:
+                # Wake the reader: it may wait in receive() for a frame that
+                # will never come now.
+                ws.event.set()
+
+    def heartbeat(self) -> None:
+        """Ping (the server's ``Heartbeat`` calls this every ``ping_interval``).
+
+        A peer that has not answered the previous ping is dead, or too far
+        behind to matter: it is closed.
+        """
+        ws = self.ws
+        if self.outbox.closed:
+            return
+        if not ws.pong_received:
+            log.info("ws.ping_timeout conn=%d user=%s", self.id, self.user_id or "-")
+            self.close(1008, "Ping timeout", drop=True)
+            return
+        ws.pong_received = False
+        if not self.outbox.put(PING):
+            self._too_slow()
 
     @staticmethod
     def _text(entry: Entry) -> str:
@@ -307,7 +385,7 @@ class Connection:
                 # message_added for a finished reply: the stored message.
                 return encode({"type": entry.type, "data": {"message": event.message.to_dict()}})
             return encode({"type": entry.type, "data": event.to_dict()})
-        assert isinstance(entry, Event)
+        assert isinstance(entry, Event), entry
         return encode(entry.frame())
 
     def send(self, text: str) -> None:
