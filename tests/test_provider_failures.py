@@ -195,8 +195,8 @@ def test_first_token_timeout_counts_from_the_request_not_from_pings(
 def test_slow_first_token_within_its_timeout_is_fine(server: FakeOpenAIServer) -> None:
     # A reasoning model: the first token takes longer than idle_timeout,
     # which only applies once text flows.
-    server.reset(Behavior(tokens=3, first_token_delay=1.0))
-    p = provider(server, first_token_timeout=30.0, idle_timeout=0.2)
+    server.reset(Behavior(tokens=3, first_token_delay=1.2))
+    p = provider(server, first_token_timeout=30.0, idle_timeout=0.4)
     deltas, _ = collect(p.stream(request(p.model)))
     assert len(deltas) == 3
 

@@ -116,7 +116,7 @@ def _run(p: LimitedProvider, text: str, out: dict[str, Any]) -> None:
 
 
 def test_concurrency_bound(server: FakeOpenAIServer) -> None:
-    server.reset(Behavior(tokens=3, delay=0.03))
+    server.reset(Behavior(tokens=3, delay=0.1))  # long enough to outlast the spawning
     p = limited(server, max_concurrency=2)
     out: dict[str, Any] = {}
     texts = [f"q{i}" for i in range(6)]
@@ -134,7 +134,7 @@ def test_concurrency_bound(server: FakeOpenAIServer) -> None:
 
 
 def test_waiting_generations_start_in_arrival_order(server: FakeOpenAIServer) -> None:
-    server.reset(Behavior(tokens=2, delay=0.01))
+    server.reset(Behavior(tokens=2, delay=0.1))
     p = limited(server, max_concurrency=1)
     out: dict[str, Any] = {}
     texts = [f"q{i}" for i in range(5)]
@@ -156,8 +156,9 @@ def test_requests_per_minute_spaces_requests(server: FakeOpenAIServer) -> None:
     gevent.joinall(greenlets, timeout=WAIT)
     assert len(out) == 4 and all(v == "w0" for v in out.values())
     times = [r.received_at for r in server.requests]
-    # Lower bounds only: the bucket cannot let them through earlier.
-    assert times[3] - times[0] >= 0.25
+    # Lower bounds only (0.3 s, less the first request's own latency):
+    # the bucket cannot let them through earlier.
+    assert times[3] - times[0] >= 0.2
     assert [r.json["messages"][-1]["content"] for r in server.requests] == [
         "r0",
         "r1",
@@ -172,7 +173,8 @@ def test_retries_draw_from_the_rate_budget(server: FakeOpenAIServer) -> None:
     p = limited(server, requests_per_minute=300, options={"burst": 1})  # one per 0.2 s
     collect(p.stream(request(p.model)))
     first, second = server.requests
-    assert second.received_at - first.received_at >= 0.15
+    # 0.2 s less the first request's latency; without the budget it is ~0.01 s.
+    assert second.received_at - first.received_at >= 0.1
     assert p.stats()["retries"] == 1
     assert p.stats()["upstream_requests"] == 2
 
