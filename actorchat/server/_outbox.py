@@ -56,7 +56,7 @@ class _Ping:
 
 PING = _Ping()
 
-Entry = str | Event | Relabeled | Close | _Ping
+Entry = str | bytes | Event | Relabeled | Close | _Ping
 
 
 def _event_of(entry: Entry) -> Event | None:
@@ -133,6 +133,10 @@ class Outbox:
         self.closed = True
         self._held = 0
         self._kick()
+
+    def idle(self) -> bool:
+        """Nothing queued, not held, not closed: a frame may be written at once."""
+        return not self._queue and not self._held and not self.closed
 
     def hold(self) -> None:
         """Pause the writer until ``release`` (holds nest)."""
