@@ -121,7 +121,7 @@ def test_messages_sent_while_streaming_are_queued_in_order(tmp_path: Path) -> No
 
 
 def test_slow_client_gets_merged_deltas_without_gaps(tmp_path: Path) -> None:
-    with running_server(tmp_path, mock_tokens=5_000, outbound_queue=64, models=LONG_MOCK) as srv:
+    with running_server(tmp_path, mock_tokens=20_000, outbound_queue=64, models=LONG_MOCK) as srv:
         assert srv.chat is not None
         small = ((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
         c = Client(srv, sockopt=small)
@@ -137,11 +137,11 @@ def test_slow_client_gets_merged_deltas_without_gaps(tmp_path: Path) -> None:
         assert merged, "a backed-up client should get merged deltas"
         text = reply_of(frames, reply_id)  # asserts there is no gap
         assert history(c, cid)[-1]["content"] == text
-        assert frames[-2]["data"]["index"] == 4_999
+        assert frames[-2]["data"]["index"] == 19_999
 
 
 def test_client_that_stays_behind_is_closed_1008(tmp_path: Path) -> None:
-    with running_server(tmp_path, mock_tokens=5_000, outbound_queue=64, models=LONG_MOCK) as srv:
+    with running_server(tmp_path, mock_tokens=20_000, outbound_queue=64, models=LONG_MOCK) as srv:
         assert srv.chat is not None
         small = ((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
         stuck = Client(srv, sockopt=small)
