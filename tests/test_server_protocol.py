@@ -461,3 +461,19 @@ def test_internal_error_when_a_conversation_crashes(tmp_path: Path) -> None:
         again = c.expect("stream_start")["data"]["message_id"]
         assert again != first
         assert c.expect("stream_complete")["data"]["finish_reason"] == "stop"
+
+
+def test_a_peer_that_never_answers_pings_is_closed(tmp_path: Path) -> None:
+    with running_server(tmp_path, ping_interval=0.2) as srv:
+        c = Client(srv)
+        pings = 0
+        while True:
+            # recv_frame() is websocket-client's raw read: it answers nothing.
+            frame = c.ws.recv_frame()
+            if frame.opcode == 0x9:
+                pings += 1
+            elif frame.opcode == 0x8:
+                code = int.from_bytes(frame.data[:2], "big")
+                assert (code, frame.data[2:].decode()) == (1008, "Ping timeout")
+                break
+        assert pings >= 1

@@ -5,11 +5,13 @@ greenlet waits in a selector that is rebuilt on every frame received, which
 costs CPU per frame and memory per connection. One loop over all the
 connections every ``ping_interval`` seconds does the same job: a ping is
 queued like any frame (so it never cuts into one, and goes out during long
-streams too), and a peer that has not answered the previous one is closed.
+streams too), and a peer that has not answered one within ``interval``
+seconds of its being written is closed.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -22,11 +24,11 @@ _SLICE = 500
 
 
 class _Pingable(Protocol):
-    def heartbeat(self) -> None: ...
+    def heartbeat(self, now: float, interval: float) -> None: ...
 
 
 class Heartbeat:
-    """Calls ``heartbeat()`` on every connection every ``interval`` seconds (0: never)."""
+    """Calls ``heartbeat(now, interval)`` on every connection every ``interval`` s (0: never)."""
 
     def __init__(self, connections: Iterable[_Pingable], interval: float) -> None:
         self._connections = connections
@@ -46,6 +48,6 @@ class Heartbeat:
         while True:
             gevent.sleep(self.interval)
             for i, conn in enumerate(list(self._connections)):
-                conn.heartbeat()
+                conn.heartbeat(time.monotonic(), self.interval)
                 if i % _SLICE == _SLICE - 1:
                     gevent.sleep(0)

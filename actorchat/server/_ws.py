@@ -94,6 +94,7 @@ class _LockedSocket:
         self._lock = Semaphore()
         self._timeout = timeout
         self.broken = False
+        self.released = False
 
     def send(self, data: bytes) -> int:
         # simple-websocket's own writes (handshake, pings, pongs, close).
@@ -188,8 +189,15 @@ class _LockedSocket:
 
     def close(self) -> None:
         # simple-websocket closes the socket as soon as its thread ends; the
-        # connection closes it in ``finish`` instead, after lingering.
-        pass
+        # connection closes it in ``finish`` instead, after lingering, unless
+        # it has given up on the thread already (``release``).
+        if self.released:
+            self._sock.close()
+
+    def release(self) -> None:
+        """Shut down now and let the reading thread close the socket when it ends."""
+        self.released = True
+        self.abort()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
@@ -248,6 +256,7 @@ class Connection:
         # From here on every write of simple-websocket goes through the lock.
         ws.sock = self._sock
         self._writer: gevent.Greenlet[Any, Any] | None = None
+        self._ping_written: float | None = None
         self._opened = time.monotonic()
         self.frames_in = 0
         self.close_code: int | None = None
@@ -294,7 +303,12 @@ class Connection:
             # make sure simple-websocket's thread and gevent's request
             # handler both see the end of the stream.
             thread.join(_CLOSE_WAIT)
-        self._sock.finish(_CLOSE_WAIT)
+        if thread is None or not thread.is_alive():
+            self._sock.finish(_CLOSE_WAIT)
+        else:
+            # A peer that never answered the close: its thread still reads,
+            # and only one greenlet may; a shutdown wakes it with EOF.
+            self._sock.release()
         ctx.connections.pop(self, None)
         ctx.metrics.connections.dec()
         log.info(
@@ -351,6 +365,7 @@ class Connection:
                     if type(entry) is bytes:
                         chunks.append(entry)  # the rest of a frame sent in part
                     elif entry is PING:
+                        self._ping_written = time.monotonic()
                         chunks.append(_PING_FRAME)
                     else:
                         chunks.append(_text_frame(self._text(entry)))
@@ -373,22 +388,28 @@ class Connection:
                 # will never come now.
                 ws.event.set()
 
-    def heartbeat(self) -> None:
-        """Ping (the server's ``Heartbeat`` calls this every ``ping_interval``).
+    def heartbeat(self, now: float, interval: float) -> None:
+        """Ping, or close a peer that left the last ping unanswered (``Heartbeat``).
 
-        A peer that has not answered the previous ping is dead, or too far
-        behind to matter: it is closed.
+        The deadline runs from when the ping was *written*, not queued: on
+        a swamped hub a ping can wait long for its turn, and a check made
+        right after it finally went out would close healthy peers. (This is
+        also why simple-websocket's own pinger is not used: it checks from
+        when it meant to ping.)
         """
         ws = self.ws
         if self.outbox.closed:
             return
-        if not ws.pong_received:
+        if ws.pong_received:
+            ws.pong_received = False
+            self._ping_written = None
+            if not self.outbox.put(PING):
+                self._too_slow()
+            return
+        written = self._ping_written
+        if written is not None and now - written >= interval:
             log.info("ws.ping_timeout conn=%d user=%s", self.id, self.user_id or "-")
             self.close(1008, "Ping timeout", drop=True)
-            return
-        ws.pong_received = False
-        if not self.outbox.put(PING):
-            self._too_slow()
 
     @staticmethod
     def _text(entry: Entry) -> str:

@@ -1,0 +1,408 @@
+"""WebSocket load: C concurrent clients, each creating a conversation and sending K messages.
+
+Drives actorchat (``actorchat serve``) and the FastAPI peer
+(``bench/peers/fastapi_peer.py``) with the same client in the same run, one
+fresh server process per measurement, and reports per run: connect time,
+time to first chunk (p50/p99, from sending a message to its first
+``stream_content``), chunks/s delivered, completed vs. incomplete streams,
+gaps in ``index`` (must be 0), errors, and the server's RSS (idle per
+connection, peak) and CPU.
+
+The client is asyncio + uvloop + ``websockets`` (permessage-deflate off), in
+this process; the servers run in their own. Everything shares the
+machine's cores, so compare targets side by side, not across machines.
+
+Usage::
+
+    python bench/ws_load.py --clients 100 1000 5000 --delays 10 0 --messages 5
+    python bench/ws_load.py --clients 1000 --targets actorchat --json out.json
+
+Needs the ``bench`` extra (``pip install -e '.[bench]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+import psutil
+import uvloop
+from websockets.asyncio.client import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "ws-load-bench-secret-0123456789abcdef"
+TOKENS = 20
+WS_PATH = "/api/v1/chat/ws"
+#: Handshakes in flight at once while connecting (keeps the accept queue sane).
+CONNECT_CONCURRENCY = 200
+#: A stream that has not completed after this long counts as incomplete.
+STREAM_TIMEOUT = 120.0
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[k]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Tally:
+    connect_s: list[float] = field(default_factory=list)
+    ttft_s: list[float] = field(default_factory=list)
+    chunks: int = 0
+    completed: int = 0
+    incomplete: int = 0
+    gaps: int = 0
+    errors: int = 0
+    connect_failures: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    target: str
+    clients: int
+    messages: int
+    delay_ms: float
+    connect_p50_ms: float
+    connect_p99_ms: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    chunks_per_s: float
+    chunks: int
+    completed: int
+    incomplete: int
+    gaps: int
+    errors: int
+    connect_failures: int
+    phase_s: float
+    rss_base_mb: float
+    rss_idle_kb_per_conn: float
+    rss_peak_mb: float
+    cpu_s: float
+    cpu_pct: float
+
+
+# -- servers --------------------------------------------------------------------------
+
+
+def start_server(target: str, port: int, delay_ms: float, store: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORCHAT_")}
+    env.update(
+        {
+            "ACTORCHAT_JWT_SECRET": SECRET,
+            "ACTORCHAT_MOCK_TOKENS": str(TOKENS),
+            "ACTORCHAT_MOCK_DELAY_MS": str(delay_ms),
+            "ACTORCHAT_STORE": store,
+            "ACTORCHAT_DATA_DIR": f"/tmp/ws-load-{port}",
+            "ACTORCHAT_MAX_CONNECTIONS": "100000",
+            "ACTORCHAT_RATE_LIMIT_MESSAGES": "1000",
+            "ACTORCHAT_LOG_LEVEL": "WARNING",
+            "ACTORCHAT_IDLE_TIMEOUT": "0",
+        }
+    )
+    if target == "actorchat":
+        cmd = [sys.executable, "-m", "actorchat", "serve", "--port", str(port)]
+    else:
+        cmd = [sys.executable, str(ROOT / "bench/peers/fastapi_peer.py"), "--port", str(port)]
+    # The server's log goes to a file: a pipe nobody reads would fill up and
+    # freeze the server mid-run.
+    log_path = Path(f"/tmp/ws-load-{target}-{port}.log")
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{target} exited: {log_path.read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{target} did not start")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# -- the client ------------------------------------------------------------------------
+
+
+async def one_client(
+    i: int,
+    url: str,
+    k: int,
+    tally: Tally,
+    gate: asyncio.Semaphore,
+    connected: list[int],
+    all_connected: asyncio.Event,
+    go: asyncio.Event,
+    total: int,
+) -> None:
+    now = time.perf_counter
+    token = jwt.encode({"sub": f"user{i}", "exp": int(time.time()) + 3600}, SECRET, "HS256")
+    try:
+        async with gate:
+            t0 = now()
+            ws = await connect(
+                url, compression=None, max_size=None, ping_interval=None, open_timeout=120
+            )
+            await ws.send(json.dumps({"type": "auth", "token": token}))
+            auth = json.loads(await asyncio.wait_for(ws.recv(), 120))
+            if auth.get("type") != "auth_success":
+                raise RuntimeError(auth)
+            tally.connect_s.append(now() - t0)
+    except Exception:
+        tally.connect_failures += 1
+        connected[0] += 1
+        if connected[0] >= total:
+            all_connected.set()
+        return
+    connected[0] += 1
+    if connected[0] >= total:
+        all_connected.set()
+    try:
+        await go.wait()
+        await ws.send(json.dumps({"type": "create_conversation", "data": {}}))
+        cid = None
+        while cid is None:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), STREAM_TIMEOUT))
+            if frame["type"] == "conversation_created":
+                cid = frame["data"]["conversation"]["id"]
+        for m in range(k):
+            sent = now()
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "send_message",
+                        "data": {"conversation_id": cid, "content": f"message {m} from {i}"},
+                    }
+                )
+            )
+            expected = 0
+            first = True
+            reply = None
+            try:
+                while True:
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), STREAM_TIMEOUT))
+                    kind = frame["type"]
+                    if kind == "stream_start" and reply is None:
+                        reply = frame["data"]["message_id"]
+                    elif kind == "stream_content" and frame["data"]["message_id"] == reply:
+                        d = frame["data"]
+                        if first:
+                            tally.ttft_s.append(now() - sent)
+                            first = False
+                        lo = d.get("first_index", d["index"])
+                        if lo != expected:
+                            tally.gaps += 1
+                        tally.chunks += d["index"] - lo + 1
+                        expected = d["index"] + 1
+                    elif kind == "stream_complete" and frame["data"]["message_id"] == reply:
+                        ok = frame["data"].get("finish_reason") == "stop" and expected == TOKENS
+                        if ok:
+                            tally.completed += 1
+                        else:
+                            tally.incomplete += 1
+                        break
+                    elif kind == "error":
+                        tally.errors += 1
+            except (TimeoutError, asyncio.TimeoutError):
+                tally.incomplete += 1
+    except Exception as exc:
+        tally.errors += 1
+        tally.error_kinds[type(exc).__name__ + ": " + str(exc)[:80]] = (
+            tally.error_kinds.get(type(exc).__name__ + ": " + str(exc)[:80], 0) + 1
+        )
+    finally:
+        await ws.close()
+
+
+class Sampler:
+    """Samples the server's RSS and CPU while a phase runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+
+    def rss(self) -> int:
+        rss = int(self.proc.memory_info().rss)
+        self.peak = max(self.peak, rss)
+        return rss
+
+    def cpu(self) -> float:
+        t = self.proc.cpu_times()
+        return float(t.user + t.system)
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.rss()
+            try:
+                await asyncio.wait_for(stop.wait(), 0.25)
+            except (TimeoutError, asyncio.TimeoutError):
+                pass
+
+
+async def run_load(
+    target: str, port: int, pid: int, clients: int, k: int, delay_ms: float
+) -> Result:
+    url = f"ws://127.0.0.1:{port}{WS_PATH}"
+    sampler = Sampler(pid)
+    base = sampler.rss()
+    tally = Tally()
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    connected = [0]
+    all_connected, go, stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    watcher = asyncio.create_task(sampler.watch(stop))
+    tasks = [
+        asyncio.create_task(
+            one_client(i, url, k, tally, gate, connected, all_connected, go, clients)
+        )
+        for i in range(clients)
+    ]
+    await asyncio.wait_for(all_connected.wait(), 600)
+    await asyncio.sleep(1.0)  # let the server settle before measuring idle memory
+    idle = sampler.rss()
+    cpu0 = sampler.cpu()
+    t0 = time.perf_counter()
+    go.set()
+    await asyncio.gather(*tasks)
+    phase = time.perf_counter() - t0
+    cpu = sampler.cpu() - cpu0
+    stop.set()
+    await watcher
+    for kind, n in sorted(tally.error_kinds.items(), key=lambda kv: -kv[1])[:5]:
+        print(f"#   {target}: {n} x {kind}", file=sys.stderr)
+    ok = max(1, clients - tally.connect_failures)
+    return Result(
+        target=target,
+        clients=clients,
+        messages=k,
+        delay_ms=delay_ms,
+        connect_p50_ms=percentile(tally.connect_s, 50) * 1000,
+        connect_p99_ms=percentile(tally.connect_s, 99) * 1000,
+        ttft_p50_ms=percentile(tally.ttft_s, 50) * 1000,
+        ttft_p99_ms=percentile(tally.ttft_s, 99) * 1000,
+        chunks_per_s=tally.chunks / phase if phase else 0.0,
+        chunks=tally.chunks,
+        completed=tally.completed,
+        incomplete=tally.incomplete,
+        gaps=tally.gaps,
+        errors=tally.errors,
+        connect_failures=tally.connect_failures,
+        phase_s=phase,
+        rss_base_mb=base / 2**20,
+        rss_idle_kb_per_conn=(idle - base) / ok / 1024,
+        rss_peak_mb=sampler.peak / 2**20,
+        cpu_s=cpu,
+        cpu_pct=100 * cpu / phase if phase else 0.0,
+    )
+
+
+def measure(target: str, clients: int, k: int, delay_ms: float, store: str) -> Result:
+    port = free_port()
+    proc = start_server(target, port, delay_ms, store)
+    try:
+        return uvloop.run(run_load(target, port, proc.pid, clients, k, delay_ms))
+    finally:
+        stop_server(proc)
+
+
+COLUMNS = [
+    ("target", "target", "{}"),
+    ("C", "clients", "{}"),
+    ("K", "messages", "{}"),
+    ("delay ms", "delay_ms", "{:g}"),
+    ("connect p50/p99 ms", None, None),
+    ("TTFC p50/p99 ms", None, None),
+    ("chunks/s", "chunks_per_s", "{:,.0f}"),
+    ("completed", "completed", "{:,}"),
+    ("incomplete", "incomplete", "{}"),
+    ("gaps", "gaps", "{}"),
+    ("errors", "errors", "{}"),
+    ("idle KB/conn", "rss_idle_kb_per_conn", "{:.1f}"),
+    ("peak RSS MB", "rss_peak_mb", "{:.0f}"),
+    ("CPU %", "cpu_pct", "{:.0f}"),
+]
+
+
+def row(r: Result) -> str:
+    cells = []
+    for _title, attr, fmt in COLUMNS:
+        if attr is None:
+            pair = (
+                (r.connect_p50_ms, r.connect_p99_ms)
+                if _title.startswith("connect")
+                else (r.ttft_p50_ms, r.ttft_p99_ms)
+            )
+            cells.append(f"{pair[0]:.1f} / {pair[1]:.1f}")
+        else:
+            assert fmt is not None
+            cells.append(fmt.format(getattr(r, attr)))
+    return "| " + " | ".join(cells) + " |"
+
+
+def header() -> str:
+    titles = [t for t, _a, _f in COLUMNS]
+    return "| " + " | ".join(titles) + " |\n|" + "---|" * len(titles)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--delays", type=float, nargs="+", default=[10.0, 0.0])
+    parser.add_argument("--messages", type=int, default=5, help="K messages per client")
+    parser.add_argument("--targets", nargs="+", default=["actorchat", "peer"])
+    parser.add_argument("--store", default="memory", choices=("memory", "sqlite"))
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    print(
+        f"# ws_load: {platform.node()} nproc={os.cpu_count()} python={platform.python_version()}"
+        f" tokens={TOKENS} K={args.messages} store={args.store}",
+        flush=True,
+    )
+    print(header(), flush=True)
+    results = []
+    for clients in args.clients:
+        for delay in args.delays:
+            for target in args.targets:
+                result = measure(target, clients, args.messages, delay, args.store)
+                results.append(result)
+                print(row(result), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
