@@ -29,13 +29,11 @@ import os
 import platform
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import jwt
 import psutil
@@ -236,7 +234,7 @@ async def one_client(
                         break
                     elif kind == "error":
                         tally.errors += 1
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 tally.incomplete += 1
     except Exception as exc:
         tally.errors += 1
@@ -268,7 +266,7 @@ class Sampler:
             self.rss()
             try:
                 await asyncio.wait_for(stop.wait(), 0.25)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 pass
 
 

@@ -37,10 +37,36 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 SECRET = os.environ.get("ACTORCHAT_JWT_SECRET", "")
 TOKENS = int(os.environ.get("ACTORCHAT_MOCK_TOKENS", "20"))
 DELAY = float(os.environ.get("ACTORCHAT_MOCK_DELAY_MS", "10")) / 1000.0
-WORDS = (
-    "actors keep their own state and talk only through messages so one crash stays local "
-    "a supervisor restarts what failed and the history comes back from the store"
-).split()
+WORDS = [
+    "actors",
+    "keep",
+    "their",
+    "own",
+    "state",
+    "and",
+    "talk",
+    "only",
+    "through",
+    "messages",
+    "so",
+    "one",
+    "crash",
+    "stays",
+    "local",
+    "a",
+    "supervisor",
+    "restarts",
+    "what",
+    "failed",
+    "and",
+    "the",
+    "history",
+    "comes",
+    "back",
+    "from",
+    "the",
+    "store",
+]
 
 app = FastAPI()
 
@@ -104,6 +130,7 @@ class ConnectionManager:
 
 manager = ConnectionManager()
 conversations: dict[str, Conversation] = {}
+generations: set[asyncio.Task[None]] = set()
 
 
 def verify_token(token: Any) -> str | None:
@@ -224,7 +251,9 @@ async def handle_websocket_message(
         await manager.broadcast_to_conversation(
             {"type": "message_received", "data": {"message": user_message}}, conv.id
         )
-        asyncio.create_task(generate_reply(conv, user_message))
+        task = asyncio.create_task(generate_reply(conv, user_message))
+        generations.add(task)  # a reference, so the task is not collected mid-way
+        task.add_done_callback(generations.discard)
     elif kind == "ping":
         await manager.send_personal_message({"type": "pong", "data": {}}, websocket)
     else:
@@ -259,7 +288,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                 await manager.send_personal_message(error("INVALID_JSON", "not JSON"), websocket)
                 continue
             await handle_websocket_message(websocket, user_id, message)
-    except (WebSocketDisconnect, asyncio.TimeoutError):
+    except (TimeoutError, WebSocketDisconnect):
         pass
     finally:
         if user_id:
