@@ -18,6 +18,8 @@ import jwt
 import pytest
 import requests
 
+from actorchat import ModelConfig
+from actorchat.testing import Behavior, FakeOpenAIServer
 from tests.server_support import WAIT, dev_token
 from tests.web_support import TcpProxy, browser_missing, launch_browser, needs_browser, web_server
 
@@ -37,10 +39,16 @@ SECRET = "web-test-secret-0123456789-0123456789"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    with web_server(
-        tmp_path_factory.mktemp("web"), mock_tokens=TOKENS, mock_delay_ms=DELAY_MS
-    ) as srv:
-        yield srv
+    # A second model, "broken", whose backend answers every request with a 500.
+    with FakeOpenAIServer(Behavior(status=500, error_message="backend down")) as fake:
+        broken = ModelConfig("broken", provider="openai", base_url=fake.base_url, max_attempts=1)
+        with web_server(
+            tmp_path_factory.mktemp("web"),
+            mock_tokens=TOKENS,
+            mock_delay_ms=DELAY_MS,
+            models={"broken": broken},
+        ) as srv:
+            yield srv
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +245,38 @@ def test_regenerate_replaces_the_reply(server: Any, page: Page) -> None:
     # The old reply is kept on the server as an earlier version.
     versions = stored(server, "cyd", cid, versions="true")
     assert any(m["id"] == first_id and m.get("superseded") for m in versions)
+
+
+def test_model_picker_and_an_error_banner(server: Any, page: Page) -> None:
+    login(page, server.url, "hal")
+    picker = page.get_by_label("Model")
+    # Before a conversation is open it picks the model of the next one.
+    expect(picker.locator("option")).to_have_text(["Server default", "broken", "mock"])
+    picker.select_option("broken")
+    cid = new_chat(page)
+    expect(picker.locator("option")).to_have_text(["broken", "mock"])
+    expect(picker).to_have_value("broken")
+    token = dev_token(server, "hal")
+    conv_url = f"{server.url}/api/v1/conversations/{cid}"
+    auth = {"Authorization": f"Bearer {token}"}
+    assert requests.get(conv_url, headers=auth, timeout=WAIT).json()["model"] == "broken"
+    send(page, "Are you there?")
+    reply = replies(page)
+    expect(reply).to_have_attribute("data-state", "error")
+    expect(reply.locator(".msg-status")).to_have_text("Failed")
+    # The banner says what happened and what to do, with the action at hand.
+    banner = page.get_by_role("alert").filter(has_text="The model backend failed to answer")
+    expect(banner).to_contain_text("Press Regenerate to try again, or pick another model")
+    # Switch the conversation to the working model, then regenerate from the banner.
+    picker.select_option("mock")
+    expect(page.locator("#activity")).to_contain_text("now come from mock")
+    assert requests.get(conv_url, headers=auth, timeout=WAIT).json()["model"] == "mock"
+    banner.get_by_role("button", name="Regenerate").click()
+    expect(banner).to_have_count(0)
+    expect(replies(page)).to_have_count(1)
+    expect(replies(page)).to_have_attribute("data-state", "done")
+    expect(replies(page).locator(".msg-author")).to_have_text("mock")
+    assert last_reply(server, "hal", cid)["finish_reason"] == "stop"
 
 
 def test_rename_search_and_delete(server: Any, page: Page) -> None:

@@ -16,9 +16,13 @@ cooperatively, so the server keeps serving while a test waits on the page.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -27,7 +31,7 @@ from typing import Any
 import gevent
 from gevent.server import StreamServer
 
-from tests.server_support import running_server
+from tests.server_support import free_port, running_server
 
 #: The web app's files.
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
@@ -145,6 +149,74 @@ def web_server(tmp_path: Path, **overrides: Any) -> Iterator[Any]:
         assert server.app is not None
         add_static_routes(server.app)
         yield server
+
+
+@contextmanager
+def web_server_process(data_dir: Path, **settings: Any) -> Iterator[str]:
+    """A server in a process of its own, serving ``web/`` too; yields its base URL.
+
+    For the bench and the screenshots: there the server is loaded with
+    10,000 conversations, and in this process it would hold up Playwright's
+    own messages (and the timing of screenshots). ``settings`` are config
+    fields (JSON values); ``models`` maps names to ``ModelConfig`` fields.
+    """
+    config = {
+        "data_dir": str(data_dir),
+        "port": free_port(),
+        "idle_timeout": 0.0,
+        "ping_interval": 0.0,
+        "shutdown_grace": 0.0,
+        "log_level": "WARNING",
+        **settings,
+    }
+    code = (
+        "from actorchat._gevent import patch; patch(); import sys; "
+        "from tests.web_support import _serve; sys.exit(_serve(sys.argv[1]))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(config)],
+        cwd=WEB_DIR.parent,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().split()
+        if not line or line[0] != "serving":
+            raise RuntimeError(f"the server process did not start (exit code {proc.poll()})")
+        yield line[1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _serve(settings_json: str) -> int:
+    """The child of ``web_server_process``: serve until SIGTERM."""
+    from gevent.event import Event
+
+    from actorchat import ModelConfig, load_config
+    from actorchat.server import Server
+
+    settings = json.loads(settings_json)
+    models = {
+        name: ModelConfig(name=name, **fields)
+        for name, fields in settings.pop("models", {}).items()
+    }
+    if models:
+        settings["models"] = models
+    server = Server(load_config(env={}, **settings)).start()
+    assert server.app is not None
+    add_static_routes(server.app)
+    stop = Event()
+    gevent.signal_handler(signal.SIGTERM, stop.set)
+    print("serving", server.url, flush=True)
+    stop.wait()
+    server.stop(grace=0)
+    return 0
 
 
 class TcpProxy:

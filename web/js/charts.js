@@ -14,7 +14,7 @@ export class LineChart {
    * @param {HTMLElement} host an empty element to fill
    * @param {{title: string, colorVar: string, format?: (v: number) => string, window?: number}} options
    */
-  constructor(host, { title, colorVar, format = (v) => String(Math.round(v)), window = 120 }) {
+  constructor(host, { title, colorVar, format = (v) => String(Math.round(v)), window = 90 }) {
     this.format = format;
     this.window = window;
     this.colorVar = colorVar;

@@ -40,9 +40,19 @@ class Dashboard {
     this.broadcast = null;
     this.recovery = null;
     this.lastStats = null;
-    this.busy = false;
     this.legendNodes = new Map();
     this.labelAt = 0;
+    this.polls = [];
+    // Main-thread time of this page's own work, per call (bench/dashboard.py reports it).
+    this.work = { diff: [], draw: [], cells: [] };
+  }
+
+  timed(kind, fn) {
+    const t0 = performance.now();
+    fn();
+    const list = this.work[kind];
+    list.push(performance.now() - t0);
+    if (list.length > 5000) list.shift();
   }
 
   async start() {
@@ -79,6 +89,10 @@ class Dashboard {
   // -- the swarm's cells ------------------------------------------------------------------
 
   addCells(ids) {
+    this.timed("cells", () => this.addCellsNow(ids));
+  }
+
+  addCellsNow(ids) {
     const start = this.ids.length;
     for (const id of ids) this.ids.push(id);
     this.grid.resize(this.ids.length);
@@ -92,11 +106,19 @@ class Dashboard {
   }
 
   save() {
-    try {
-      localStorage.setItem(this.storageKey(), JSON.stringify(this.ids));
-    } catch {
-      /* storage full: the swarm is just not remembered */
-    }
+    // Serialising 10,000 ids is a few milliseconds: done when the page is idle.
+    if (this.saving) return;
+    this.saving = true;
+    const write = () => {
+      this.saving = false;
+      try {
+        localStorage.setItem(this.storageKey(), JSON.stringify(this.ids));
+      } catch {
+        /* storage full: the swarm is just not remembered */
+      }
+    };
+    if (window.requestIdleCallback) requestIdleCallback(write, { timeout: 2000 });
+    else setTimeout(write, 0);
   }
 
   async restore() {
@@ -144,6 +166,12 @@ class Dashboard {
       return;
     }
     if (msg.type !== "diff") return;
+    this.polls.push(msg.ms); // how long the state polls take (bench/dashboard.py reads it)
+    if (this.polls.length > 1000) this.polls.shift();
+    this.timed("diff", () => this.applyDiff(msg));
+  }
+
+  applyDiff(msg) {
     const { idx, st } = msg;
     const grid = this.grid;
     const counts = this.counts;
@@ -167,7 +195,6 @@ class Dashboard {
       if (quiet) {
         b.done = true;
         this.setStatus("broadcast-status", `All ${fmt(b.accepted)} replies complete in ${secs(Date.now() - b.t0)}.`);
-        this.setBusy(false);
       } else {
         this.setStatus("broadcast-status", `Broadcast accepted by ${fmt(b.accepted)}: ${fmt(generating)} generating…`);
       }
@@ -178,13 +205,13 @@ class Dashboard {
 
   // -- actions ----------------------------------------------------------------------------
 
-  setBusy(busy) {
-    this.busy = busy;
-    for (const b of document.querySelectorAll("[data-start], #broadcast-btn, #kill-btn, #forget-btn")) b.disabled = busy;
+  /** Disable the buttons of an operation while its request is in flight. */
+  setBusy(selector, busy) {
+    for (const b of document.querySelectorAll(selector)) b.disabled = busy;
   }
 
   async startConversations(n) {
-    this.setBusy(true);
+    this.setBusy("[data-start], #forget-btn", true);
     this.dropBanner();
     const t0 = performance.now();
     this.setStatus("start-status", `Starting ${fmt(n)} conversations…`);
@@ -204,7 +231,7 @@ class Dashboard {
     } catch (err) {
       this.errorStatus("start-status", err);
     } finally {
-      this.setBusy(false);
+      this.setBusy("[data-start], #forget-btn", false);
     }
   }
 
@@ -218,7 +245,7 @@ class Dashboard {
       $("broadcast-text").focus();
       return;
     }
-    this.setBusy(true);
+    this.setBusy("#broadcast-btn", true);
     this.dropBanner();
     const b = { t0: Date.now(), accepted: 0, acceptedAt: 0, sawGenerating: false, done: false };
     this.broadcast = b;
@@ -238,7 +265,8 @@ class Dashboard {
     } catch (err) {
       this.broadcast = null;
       this.errorStatus("broadcast-status", err);
-      this.setBusy(false);
+    } finally {
+      this.setBusy("#broadcast-btn", false);
     }
   }
 
@@ -250,7 +278,9 @@ class Dashboard {
       this.setStatus("kill-status", "No running conversations to kill: start some first (or wait for their state to load).");
       return;
     }
-    this.setBusy(true);
+    this.setBusy("#kill-btn", true);
+    this.recovery = null;
+    this.setStatus("kill-status", `Killing ${fmt(k)} of ${fmt(live.length)} running conversations…`);
     const chosen = sample(live, k);
     const t0 = Date.now();
     try {
@@ -282,7 +312,8 @@ class Dashboard {
       this.watchRestarts();
     } catch (err) {
       this.errorStatus("kill-status", err);
-      this.setBusy(false);
+    } finally {
+      this.setBusy("#kill-btn", false);
     }
   }
 
@@ -310,7 +341,6 @@ class Dashboard {
     }
     if (r === this.recovery && !r.restartsSeenAt) {
       this.setStatus("kill-status", `Killed ${fmt(r.cells.length)}: only ${fmt(r.restarts ?? 0)} restarted within a minute (restart intensity exceeded? see failed cells).`);
-      this.setBusy(false);
     }
   }
 
@@ -328,7 +358,6 @@ class Dashboard {
     if (r.restartsSeenAt && pollStartedAt > r.restartsSeenAt && healthy === n) {
       r.done = true;
       this.setStatus("kill-status", `Recovered ${fmt(n)} of ${fmt(n)} killed conversations in ${secs(Date.now() - r.t0)}: the supervisor restarted every one.`);
-      this.setBusy(false);
     } else {
       this.setStatus(
         "kill-status",
@@ -410,7 +439,7 @@ class Dashboard {
   // -- drawing ----------------------------------------------------------------------------------
 
   requestDraw() {
-    if (!this.raf) this.raf = requestAnimationFrame(() => this.draw());
+    if (!this.raf) this.raf = requestAnimationFrame(() => this.timed("draw", () => this.draw()));
   }
 
   draw() {

@@ -83,37 +83,23 @@ export class SwarmGrid {
   draw() {
     const { ctx, size, gap, cols, colors, states } = this;
     const cell = size - gap;
-    let todo;
-    if (this.full) {
-      ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
-      todo = null;
-    } else {
-      todo = this.dirty;
-    }
-    // Bucket by state: one fillStyle per colour, not per cell.
-    const buckets = STATES.map(() => []);
-    if (todo) {
-      for (const i of todo) {
-        this.dirtyFlag[i] = 0;
-        buckets[states[i]].push(i);
+    const full = this.full;
+    if (full) ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
+    // One pass per colour (one fillStyle each), no allocation: cells are
+    // opaque, so a dirty cell is simply painted over.
+    const todo = this.dirty;
+    const count = full ? this.n : todo.length;
+    for (let s = 0; s < this.colors.length; s++) {
+      ctx.fillStyle = colors[s];
+      for (let k = 0; k < count; k++) {
+        const i = full ? k : todo[k];
+        if (states[i] !== s) continue;
+        ctx.fillRect((i % cols) * size, Math.floor(i / cols) * size, cell, cell);
       }
-    } else {
-      for (const i of this.dirty) this.dirtyFlag[i] = 0;
-      for (let i = 0; i < this.n; i++) buckets[states[i]].push(i);
     }
+    for (const i of todo) this.dirtyFlag[i] = 0;
     this.dirty = [];
     this.full = false;
-    for (let s = 0; s < buckets.length; s++) {
-      const list = buckets[s];
-      if (!list.length) continue;
-      ctx.fillStyle = colors[s];
-      for (const i of list) {
-        const x = (i % cols) * size;
-        const y = Math.floor(i / cols) * size;
-        if (todo) ctx.clearRect(x, y, size, size);
-        ctx.fillRect(x, y, cell, cell);
-      }
-    }
   }
 
   /** The cell under a point in CSS pixels relative to the canvas, or -1. */

@@ -256,6 +256,7 @@ class Workspace {
         break;
       case "stream_start":
         if (this.isCurrent(d.conversation_id)) {
+          this.dropBanner("error"); // a new reply supersedes the last failure
           const msg = this.transcript.streamStart(d);
           this.seenInEpoch.add(msg.id);
           this.schedule("transcript", "controls");
@@ -533,9 +534,12 @@ class Workspace {
   }
 
   async changeModel(model) {
-    localStorage.setItem(MODEL_KEY, model);
     const cid = this.currentId;
-    if (!cid) return;
+    if (!cid) {
+      if (model) localStorage.setItem(MODEL_KEY, model);
+      else localStorage.removeItem(MODEL_KEY);
+      return;
+    }
     const before = this.convs.get(cid)?.model;
     if (model === before) return;
     try {
@@ -867,14 +871,18 @@ class Workspace {
     document.title = `${title} — actorchat`;
     $("rename-btn").hidden = !this.currentId || !$("rename-form").hidden;
     $("delete-btn").hidden = !this.currentId;
+    // With a conversation open: its model. Otherwise: the model for the next
+    // new conversation, "" being the server's default (the protocol does not
+    // say which that is; conversation_created does, afterwards).
     const select = $("model-select");
-    const want = conv?.model ?? localStorage.getItem(MODEL_KEY) ?? "";
+    const want = conv ? conv.model ?? "" : localStorage.getItem(MODEL_KEY) ?? "";
     const names = [...this.models];
     if (want && !names.includes(want)) names.push(want);
-    if (select.options.length !== names.length || [...select.options].some((o, i) => o.value !== names[i])) {
-      select.replaceChildren(...names.map((n) => h("option", { value: n, text: n })));
+    const options = conv ? names : ["", ...names];
+    if (select.options.length !== options.length || [...select.options].some((o, i) => o.value !== options[i])) {
+      select.replaceChildren(...options.map((n) => h("option", { value: n, text: n || "Server default" })));
     }
-    if (want && select.value !== want) select.value = want;
+    if (select.value !== want) select.value = options.includes(want) ? want : "";
   }
 
   renderTranscript() {
@@ -947,7 +955,8 @@ class Workspace {
       renderInto(body, msg.content);
       if (!msg.content && !msg.streaming) body.append(h("p", { class: "muted", text: "(no text)" }));
     }
-    node.querySelector(".usage").textContent = msg.streaming ? "" : usageText(msg.usage);
+    const noTokens = !msg.usage?.total_tokens && msg.finishReason === "error";
+    node.querySelector(".usage").textContent = msg.streaming || noTokens ? "" : usageText(msg.usage);
     for (const b of node.querySelectorAll(".msg-foot button")) b.hidden = msg.streaming;
     return node;
   }
