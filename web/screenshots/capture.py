@@ -146,7 +146,8 @@ def dashboard(base: str, browser: object) -> None:
     page.get_by_role("button", name="Start 10,000").click()
     page.locator("#start-status", has_text="Started 10,000").wait_for(timeout=120_000)
     page.wait_for_function("window.__swarm.counts[1] === 10000", timeout=60_000)
-    page.wait_for_function("window.__swarm.charts.memory.values.length >= 4", timeout=30_000)
+    # Some history in the charts first (one sample a second).
+    page.wait_for_function("window.__swarm.charts.memory.values.length >= 25", timeout=90_000)
     for theme in ("light", "dark"):
         page.emulate_media(color_scheme=theme)
         # Mid-broadcast, just after the kill: replies generating (blue) beside
