@@ -11,7 +11,7 @@ import { apiFetch, readEventStream } from "./api.js";
 import { LineChart } from "./charts.js";
 import { fmt, initChrome, showUser } from "./chrome.js";
 import { describeError } from "./errors.js";
-import { clearSession, currentToken, loadSession, showLogin } from "./session.js";
+import { clearSession, currentToken, loadSession, renewAfterRefusal, showLogin } from "./session.js";
 import { STATE_CODE, STATES, SwarmGrid } from "./swarm-grid.js";
 
 const $ = (id) => document.getElementById(id);
@@ -161,7 +161,7 @@ class Dashboard {
       if (msg.status === 403) {
         this.banner("The operations endpoints need a token with the admin role.", "Log in with such a token (in dev mode every user may use them).");
       } else if (msg.status === 401) {
-        this.banner(describeError("AUTH_FAILED").title, "Log in again.");
+        this.onRefused();
       }
       return;
     }
@@ -366,6 +366,22 @@ class Dashboard {
     }
   }
 
+  /** The server refused the token: renew a dev token silently, else log in again. */
+  async onRefused() {
+    if (this.renewing) return this.renewing;
+    this.renewing = (async () => {
+      if (await renewAfterRefusal()) {
+        this.session = loadSession();
+      } else {
+        clearSession();
+        this.session = await showLogin({ hide: [$("dashboard")], message: "Your session expired: log in again." });
+      }
+      this.worker.postMessage({ type: "token", token: this.session.token });
+      this.renewing = null;
+    })();
+    return this.renewing;
+  }
+
   // -- live stats -----------------------------------------------------------------------------
 
   async streamStats() {
@@ -392,10 +408,8 @@ class Dashboard {
           return;
         }
         if (err.status === 401) {
-          clearSession();
-          this.session = await showLogin({ hide: [$("dashboard")], message: "Your session expired: log in again." });
-          location.reload();
-          return;
+          await this.onRefused();
+          continue;
         }
       }
       pill.dataset.state = "reconnecting";
