@@ -3,9 +3,12 @@
 The route greenlet that flask-sock hands the socket to is the *reader*: it
 takes one frame at a time with ``ws.receive(timeout=...)``, validates it,
 and calls the ``ChatSystem`` API. Everything the client must receive goes
-into the connection's ``Outbox``; the *writer* greenlet drains it. Actors
-never touch sockets, and nothing the reader or the fan-out does ever blocks
-on this client.
+through the connection's ``Outbox``: a frame with nothing queued before it
+is written at once with a non-blocking send (the common case, when the
+client keeps up); anything else waits in the outbox for the *writer*
+greenlet, which exists only while there is a backlog. Actors never touch
+sockets, and nothing the reader or the fan-out does ever blocks on this
+client.
 
 simple-websocket 1.1.0 writes each frame with a single ``sock.send()``.
 Under gevent a large frame can then go out partly and the stream is
