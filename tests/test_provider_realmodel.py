@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from actorchat import ChatSystem, ModelConfig, StreamComplete, StreamContent
+from actorchat import ChatSystem, ErrorEvent, ModelConfig, StreamComplete, StreamContent
 from tests.conftest import make_config
 from tests.helpers import of_type, wait_for
 
@@ -60,7 +60,10 @@ def test_streams_a_reply_from_a_real_model(tmp_path: Path, llm_url: str) -> None
         with chat.subscribe(cid, replay=False) as sub:
             started = time.monotonic()
             chat.post_message(cid, "In two sentences, what is an actor in computing?")
-            first, _ = wait_for(sub, of_type(StreamContent), timeout=180)
+            first, _ = wait_for(
+                sub, lambda e: isinstance(e, StreamContent | ErrorEvent), timeout=180
+            )
+            assert isinstance(first, StreamContent), f"the model failed: {first}"
             first_at = time.monotonic()
             complete, seen = wait_for(sub, of_type(StreamComplete), timeout=300)
             ended = time.monotonic()
