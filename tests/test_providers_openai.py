@@ -221,6 +221,9 @@ def test_check_reports_reachability(server: FakeOpenAIServer) -> None:
     assert provider(server).check() is True
     with FakeOpenAIServer() as gone:
         dead = OpenAIProvider(model_for(gone, "openai", connect_timeout=2.0))
+        assert dead.check() is True
+    assert dead.check() is True  # a readiness probe's answer is reused a moment
+    dead.CHECK_TTL = 0.0
     assert dead.check() is False
 
 

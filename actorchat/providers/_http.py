@@ -197,6 +197,8 @@ class HttpProvider(Provider):
     default_base_url = ""
     #: Path below ``base_url`` that ``check()`` requests.
     check_path = "/models"
+    #: Seconds a ``check()`` answer is reused.
+    CHECK_TTL = 5.0
 
     #: Set by the limits wrapper: reserves one request of the model's
     #: rate budget for a retry and returns how long to wait before sending it.
@@ -268,6 +270,8 @@ class HttpProvider(Provider):
             TimeoutError,
         )
         self._rng = random.Random()
+        self._checked_at = float("-inf")
+        self._check_ok = False
         self.requests_sent = 0
         self.retries = 0
         self.timeouts = 0
@@ -532,18 +536,26 @@ class HttpProvider(Provider):
         return ProviderError(self._scrub(msg))
 
     def check(self) -> bool:
-        """Whether the backend answers ``GET <base_url><check_path>`` (not 5xx, 401, 403)."""
+        """Whether the backend answers ``GET <base_url><check_path>`` (not 5xx, 401, 403).
+
+        The answer is kept for ``CHECK_TTL`` seconds, so that frequent
+        readiness probes do not turn into a stream of requests upstream.
+        """
+        now = time.monotonic()
+        if now - self._checked_at < self.CHECK_TTL:
+            return self._check_ok
         timeout = self.model.connect_timeout
         try:
             response = self._session.get(
                 self.base_url + self.check_path, headers=self.headers, timeout=(timeout, timeout)
             )
         except self._read_errors:
-            return False
-        try:
-            return response.status_code < 500 and response.status_code not in (401, 403)
-        finally:
+            ok = False
+        else:
+            ok = response.status_code < 500 and response.status_code not in (401, 403)
             response.close()
+        self._checked_at, self._check_ok = time.monotonic(), ok
+        return ok
 
     def close(self) -> None:
         """Close the session's pooled connections."""
