@@ -399,24 +399,38 @@ def test_two_tabs_stay_in_sync(server: Any, context: Any) -> None:
     expect(b.locator("#chat-title")).to_have_text("New conversation")
 
 
+def close_sockets(server: Any, user: str) -> int:
+    """The server closes every WebSocket of ``user`` (1012: service restart)."""
+    conns = [c for c in list(server.ctx.connections) if c.user_id == user]
+    for conn in conns:
+        conn.close(1012, "Service restart")
+    return len(conns)
+
+
+@pytest.mark.parametrize("how", ["network", "server"])
 def test_reconnect_after_a_drop_resumes_the_reply_intact(
-    server: Any, page: Page, errors: PageErrors
+    server: Any, page: Page, errors: PageErrors, how: str
 ) -> None:
+    """The socket goes mid-reply: cut on the wire, or closed by the server."""
     errors.allowed.append("WebSocket")  # Chromium logs the cut connection
+    user = f"fay-{how}"
     proxy = TcpProxy(server.port).start()
     try:
         sent: list[str] = []
         page.on("websocket", lambda ws: ws.on("framesent", lambda f: sent.append(str(f))))
-        login(page, proxy.url, "fay")
+        login(page, proxy.url, user)
         cid = new_chat(page)
-        send(page, "Please keep talking while the network fails")
+        send(page, "Please keep talking while the connection fails")
         wait_streaming_chunks(page, 3)
-        assert proxy.drop() > 0
+        if how == "network":
+            assert proxy.drop() > 0
+        else:
+            assert close_sockets(server, user) == 1
         expect(page.locator("#activity")).to_contain_text("Reconnected")
         expect(page.locator("#conn-status")).to_have_text("Connected")
         reply = replies(page)
         expect(reply).to_have_attribute("data-state", "done")
-        saved = last_reply(server, "fay", cid)
+        saved = last_reply(server, user, cid)
         assert reply.get_attribute("data-id") == saved["id"]
         # Exactly the stored text: nothing lost, nothing duplicated.
         assert words(reply_text(page, saved["id"])) == words(saved["content"])
