@@ -68,7 +68,9 @@ class StreamStart(Event):
             "message_id": self.message_id,
             "conversation_id": self.conversation_id,
             "model": self.model,
-            "reply_to": self.reply_to,
+            # The user message this reply answers. Not "reply_to": on the
+            # wire that name means the client request a frame answers.
+            "user_message_id": self.reply_to,
         }
 
 

@@ -657,6 +657,15 @@ class ChatSystem:
             maxsize=maxsize,
         )
 
+    def in_progress(self, cid: str) -> list[Event]:
+        """The reply being generated now: its ``StreamStart`` and deltas so far.
+
+        Empty when the conversation is not generating. ``subscribe`` replays
+        the same buffer; this is for callers that must send the replay
+        themselves, after something else (the server's join answer).
+        """
+        return self.bus.in_progress(str(cid))
+
     def ping(self, cid: str) -> str:
         """A bare ask round trip to the conversation's actor (for benches)."""
         result: str = self._ask(str(cid), Ping())

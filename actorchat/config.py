@@ -110,6 +110,9 @@ class Config:
     max_page: int = 1000
     reply_timeout: float = 300.0
     shutdown_grace: float = 30.0
+    #: Directory of the web app served at ``/``; empty: the checkout's
+    #: ``web/`` when present; ``off``: serve the API only.
+    web_dir: str = ""
     log_format: str = "text"
 
     def validate(self) -> Config:

@@ -286,3 +286,18 @@ def test_origin_allow_list(tmp_path: Path) -> None:
         ok.close()
         with pytest.raises(websocket.WebSocketBadStatusException):
             websocket.create_connection(srv.ws_url, origin="http://other.example", timeout=WAIT)
+
+
+def test_web_app_is_served_at_root_with_a_strict_policy(server: Server) -> None:
+    r = requests.get(f"{server.url}/", timeout=WAIT)
+    assert r.status_code == 200 and "<html" in r.text.lower()
+    assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+    assert requests.get(f"{server.url}/dashboard.html", timeout=WAIT).status_code == 200
+    assert requests.get(f"{server.url}/no-such-file.js", timeout=WAIT).status_code == 404
+
+
+def test_models_lists_configured_models_and_the_default(server: Server) -> None:
+    assert requests.get(f"{server.url}/api/v1/models", timeout=WAIT).status_code == 401
+    body = Api(server).get("/api/v1/models").json()
+    assert body["default"] == "mock"
+    assert {"name": "mock", "provider": "mock", "model": "mock"} in body["models"]

@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,6 +41,7 @@ from actorchat.server._hub import Hub
 from actorchat.server._limits import RateLimiter
 from actorchat.server._logs import configure_logging
 from actorchat.server._metrics import ServerMetrics
+from actorchat.server._web import default_web_dir, serve_web
 from actorchat.server._ws import Connection
 
 __all__ = ["WS_PATH", "Server", "create_app", "serve"]
@@ -153,6 +155,9 @@ def create_app(chat: ChatSystem, config: Config | None = None) -> Flask:
         Connection(ctx, ws, peer).run()
 
     app.register_blueprint(make_api(ctx))
+    web_dir = Path(cfg.web_dir) if cfg.web_dir else default_web_dir()
+    if web_dir is not None and cfg.web_dir != "off":
+        serve_web(app, web_dir)
 
     @app.errorhandler(ActorchatError)
     def on_error(exc: ActorchatError) -> Response:

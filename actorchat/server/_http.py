@@ -182,6 +182,17 @@ def make_api(ctx: ServerContext) -> Blueprint:
             body["draining"] = True
         return json_response(body, 200 if ready else 503)
 
+    @api.get("/api/v1/models")
+    def models() -> Response:
+        identity()
+        configured = chat.config.all_models()
+        listed = [
+            {"name": name, "provider": m.provider, "model": m.model or name}
+            for name, m in sorted(configured.items())
+            if name in chat.providers
+        ]
+        return json_response({"models": listed, "default": chat.config.default_model})
+
     @api.get("/metrics")
     def metrics() -> Response:
         return Response(ctx.metrics.render(), 200, content_type=CONTENT_TYPE)
@@ -441,8 +452,14 @@ def make_api(ctx: ServerContext) -> Blueprint:
         return json_response(_stats())
 
     def _stats_stream() -> Iterator[str]:
-        while True:
-            yield _sse("stats", {"type": "stats", "data": _stats()})
+        # Ends when the server drains or the system stops: a generator that
+        # outlives the actors would only fail, and a client reconnects.
+        while chat.started and not ctx.draining:
+            try:
+                data = _stats()
+            except ActorchatError:
+                return
+            yield _sse("stats", {"type": "stats", "data": data})
             gevent.sleep(1.0)
 
     @api.get("/api/v1/admin/conversations")

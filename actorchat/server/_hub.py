@@ -210,8 +210,12 @@ class Hub:
             label = "conversation_created" if event.created else "conversation_updated"
         elif isinstance(event, ConversationDeleted):
             label = "conversation_deleted"
-        elif isinstance(event, StreamComplete) and event.message is None:
-            return  # nothing was stored: nothing was added
+        elif isinstance(event, StreamComplete):
+            if event.message is None:
+                return  # nothing was stored: nothing was added
+            # A finished reply is added as a message: {message}, like any other.
+            event = MessageReceived(cid, event.message)
+            label = "message_added"
         else:
             label = "message_added"
         joined = self._joined.get(cid, {})

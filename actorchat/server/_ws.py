@@ -40,7 +40,6 @@ from actorchat._events import (
     ConversationUpdated,
     Event,
     MessageReceived,
-    StreamComplete,
     StreamContent,
     StreamStart,
 )
@@ -428,11 +427,7 @@ class Connection:
         if type(entry) is str:
             return entry
         if type(entry) is Relabeled:
-            event = entry.event
-            if isinstance(event, StreamComplete) and event.message is not None:
-                # message_added for a finished reply: the stored message.
-                return encode({"type": entry.type, "data": {"message": event.message.to_dict()}})
-            return encode({"type": entry.type, "data": event.to_dict()})
+            return encode({"type": entry.type, "data": entry.event.to_dict()})
         assert isinstance(entry, Event), entry
         return encode(entry.frame())
 
@@ -611,7 +606,7 @@ class Connection:
         hub = self.ctx.hub
         hub.leave(self, cid)
         hub.pump()
-        replay = self.ctx.chat.bus.in_progress(cid)
+        replay = self.ctx.chat.in_progress(cid)
         hub.join(self, cid)
         self.joined.add(cid)
         return replay

@@ -138,7 +138,8 @@ export class Transcript {
       this._touch(existing);
       return existing;
     }
-    let replyTo = data.reply_to != null ? String(data.reply_to) : null;
+    const answered_id = data.user_message_id ?? data.reply_to;
+    let replyTo = answered_id != null ? String(answered_id) : null;
     if (!replyTo || !this.byId.has(replyTo)) {
       // Older servers do not say which message is answered: the earliest user
       // message without a reply (replies come in arrival order), else the last.

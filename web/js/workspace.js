@@ -155,15 +155,14 @@ class Workspace {
   }
 
   async loadModels() {
-    // No endpoint lists the configured models (see web/README.md): the public
-    // readiness check names each one ("model:<name>"); conversations add theirs.
+    // The configured models (GET /api/v1/models); conversations add theirs.
     let names = [];
     try {
-      const resp = await fetch("/readyz", { headers: { Accept: "application/json" } });
+      const resp = await fetch("/api/v1/models", {
+        headers: { Accept: "application/json", Authorization: `Bearer ${await currentToken()}` },
+      });
       const body = await resp.json();
-      names = Object.keys(body.checks ?? {})
-        .filter((k) => k.startsWith("model:"))
-        .map((k) => k.slice(6));
+      names = (body.models ?? []).map((m) => m.name);
     } catch {
       names = [];
     }
