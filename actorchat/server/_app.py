@@ -301,6 +301,8 @@ def _banner(server: Server) -> str:
         f"actorchat {__version__} serving on {server.url}",
         f"  WebSocket: {server.ws_url}",
     ]
+    if server.app is not None and any(r.rule == "/" for r in server.app.url_map.iter_rules()):
+        lines.append(f"  web app: open {server.url}/ (chat) or {server.url}/dashboard.html (swarm)")
     assert server.ctx is not None
     if server.ctx.auth.dev_mode:
         lines += [
