@@ -49,13 +49,6 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 
-#: Content-Security-Policy for the web app: everything from this origin, nothing inline.
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; worker-src 'self'; object-src 'none'; base-uri 'none'; "
-    "frame-ancestors 'none'; form-action 'self'"
-)
-
 
 def chromium_path() -> str | None:
     """Chromium to drive: ``$ACTORCHAT_CHROMIUM``, else the first one on ``PATH``."""
@@ -116,30 +109,9 @@ def launch_browser() -> Iterator[Any]:
             browser.close()
 
 
-def add_static_routes(app: Any, web_dir: Path = WEB_DIR) -> bool:
-    """Serve ``web_dir`` at ``/`` on a Flask app, unless the app already serves ``/``.
-
-    This is the route the server itself should have (see web/README.md); it
-    is added here until it does. Must run before the app's first request.
-    """
-    from flask import send_from_directory
-
-    if any(rule.rule == "/" for rule in app.url_map.iter_rules()):
-        return False
-    root = str(web_dir)
-
-    def web_file(path: str = "index.html") -> Any:
-        response = send_from_directory(root, path, max_age=0)
-        # Modules change together: always revalidate (ETag), never serve stale.
-        response.headers["Cache-Control"] = "no-cache"
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["Referrer-Policy"] = "no-referrer"
-        return response
-
-    app.add_url_rule("/", "web_index", web_file, methods=["GET"])
-    app.add_url_rule("/<path:path>", "web_file", web_file, methods=["GET"])
-    return True
+def require_web_routes(app: Any) -> None:
+    """The server serves ``web/`` at ``/`` itself (``actorchat.server._web``)."""
+    assert any(rule.rule == "/" for rule in app.url_map.iter_rules()), "server lacks web/"
 
 
 @contextmanager
@@ -147,7 +119,7 @@ def web_server(tmp_path: Path, **overrides: Any) -> Iterator[Any]:
     """A running server (``tests.server_support.running_server``) serving ``web/`` too."""
     with running_server(tmp_path, **overrides) as server:
         assert server.app is not None
-        add_static_routes(server.app)
+        require_web_routes(server.app)
         yield server
 
 
@@ -210,7 +182,7 @@ def _serve(settings_json: str) -> int:
         settings["models"] = models
     server = Server(load_config(env={}, **settings)).start()
     assert server.app is not None
-    add_static_routes(server.app)
+    require_web_routes(server.app)
     stop = Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
     print("serving", server.url, flush=True)
