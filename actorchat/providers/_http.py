@@ -470,7 +470,10 @@ class HttpProvider(Provider):
             if response is not None:
                 # Closes the connection unless the body was read to its end
                 # (then it is back in the pool): a cancel stops the backend.
-                response.close()
+                try:
+                    response.close()
+                except self._read_errors:
+                    pass  # closing a broken socket must not hide why it broke
 
     def _events(self, response: requests.Response) -> Iterator[Any]:
         """SSE events from the body, as each HTTP chunk arrives."""
