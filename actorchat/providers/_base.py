@@ -24,7 +24,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from actorchat._records import Usage
 from actorchat.config import Config, ModelConfig
@@ -99,6 +99,10 @@ class Provider(ABC):
     @abstractmethod
     def stream(self, request: GenerationRequest) -> Iterator[StreamItem]:
         """Yield text deltas then one ``StreamEnd``; raise ``ProviderError`` on failure."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for operators (in flight, queued, retries, errors...); may be empty."""
+        return {}
 
     def check(self) -> bool:
         """Whether the backend looks reachable (for ``/readyz``)."""

@@ -249,10 +249,8 @@ class LimitedProvider(Provider):
             "timeouts": self.timeouts,
             "rejected": limiter.rejected,
         }
-        inner_stats = getattr(self.inner, "stats", None)
-        if callable(inner_stats):
-            upstream = inner_stats()
-            if isinstance(upstream, dict):
-                out["retries"] = upstream.get("retries", 0)
-                out["upstream_requests"] = upstream.get("requests", self.requests)
+        upstream = self.inner.stats()
+        if upstream:
+            out["retries"] = upstream.get("retries", 0)
+            out["upstream_requests"] = upstream.get("requests", self.requests)
         return out

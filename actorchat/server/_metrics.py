@@ -83,11 +83,9 @@ class _SystemCollector(Collector):
             labels=["model"],
         )
         for name, provider in sorted(chat.providers.items()):
-            stats = getattr(provider, "stats", None)
-            counters = stats() if callable(stats) else None
-            if isinstance(counters, dict):
-                in_flight.add_metric([name], counters.get("in_flight", 0))
-                queued.add_metric([name], counters.get("queued", 0))
+            counters = provider.stats()
+            in_flight.add_metric([name], counters.get("in_flight", 0))
+            queued.add_metric([name], counters.get("queued", 0))
         yield in_flight
         yield queued
         for name, attr, doc in (
