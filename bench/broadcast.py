@@ -152,6 +152,7 @@ def report(results: dict[int, dict[str, dict[str, Any]]]) -> tuple[str, list[dic
             row("reply latency p50, ms", "p50_ms"),
             row("reply latency p99, ms", "p99_ms"),
             row("longest GC pause, ms", "gc_max_pause_s", 1, 1000),
+            row("longest GC pause, CPU ms", "gc_max_pause_cpu_s", 1, 1000),
             [
                 f"{n:,}",
                 "GC pauses > 100 ms / GC passes (gen 2)",
