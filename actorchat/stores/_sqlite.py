@@ -64,6 +64,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX messages_conversation ON messages (conversation_id, turn, seq);
     """,
+    # 2: history order straight from an index (no temporary sort when 10,000
+    # restarting conversations reload at once): user before assistant is
+    # role DESC while roles are 'user' and 'assistant'.
+    """
+    DROP INDEX messages_conversation;
+    CREATE INDEX messages_order ON messages (conversation_id, turn, role DESC, seq);
+    """,
 )
 
 _CONV_COLS = "id, owner, title, model, system_prompt, created_at, updated_at"
@@ -80,8 +87,8 @@ _MSG_COLS = (
     "id, conversation_id, role, content, sender_id, created_at, turn, prompt_tokens, "
     "completion_tokens, usage_estimated, finish_reason, model, superseded"
 )
-_ORDER = "turn, role = 'assistant', seq"
-_ORDER_DESC = "turn DESC, role = 'assistant' DESC, seq DESC"
+_ORDER = "turn, role DESC, seq"
+_ORDER_DESC = "turn DESC, role ASC, seq DESC"
 
 
 def _conv(row: sqlite3.Row | tuple[Any, ...]) -> Conversation:
