@@ -101,9 +101,7 @@ class AnthropicProvider(HttpProvider):
         }
         if fitted.system_prompt:
             body["system"] = fitted.system_prompt
-        temperature = request.temperature
-        if temperature is None:
-            temperature = self.model.temperature
+        temperature = self.temperature(request)
         if temperature is not None:
             body["temperature"] = temperature
         return body

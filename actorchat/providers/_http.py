@@ -290,6 +290,10 @@ class HttpProvider(Provider):
         """Headers that carry the key (none by default)."""
         return {}
 
+    def temperature(self, request: GenerationRequest) -> float | None:
+        """The request's temperature, else the model's; None: the backend's default."""
+        return request.temperature if request.temperature is not None else self.model.temperature
+
     @abstractmethod
     def build_body(self, request: GenerationRequest, fitted: FittedContext) -> dict[str, Any]:
         """The JSON request body, from the context cut to fit the window."""

@@ -92,9 +92,7 @@ class OpenAIProvider(HttpProvider):
         }
         if self.include_usage:
             body["stream_options"] = {"include_usage": True}
-        temperature = request.temperature
-        if temperature is None:
-            temperature = self.model.temperature
+        temperature = self.temperature(request)
         if temperature is not None:
             body["temperature"] = temperature
         return body
