@@ -537,6 +537,41 @@ class ConversationActor(GreenletActor):
             except ActorDeadError:
                 pass
 
+    def _actor_loop_teardown(self) -> None:
+        # Pykka fails the asks left in a stopped actor's mailbox (callers
+        # re-route on ActorDeadError) but drops its tells: a Send there would
+        # leave its caller waiting forever. Stopped on request (stop_conversation,
+        # or passivation raced by a sender), the supervisor hands them to a
+        # successor; at shutdown or for a missing conversation they fail.
+        envelopes = []
+        while not self.actor_inbox.empty():
+            envelopes.append(self.actor_inbox.get())
+        leftovers = []
+        for envelope in envelopes:
+            if isinstance(envelope.message, Send | Regenerate):
+                leftovers.append(envelope)
+            else:
+                self.actor_inbox.put(envelope)  # Pykka's teardown answers these
+        super()._actor_loop_teardown()
+        if not leftovers:
+            return
+        sup = self.deps.supervisor
+        if sup is not None and self.stop_reason not in ("shutdown", "missing", "deleted"):
+            from actorchat._supervisor import Redeliver
+
+            try:
+                sup.tell(Redeliver(self.conversation_id, leftovers))
+                return
+            except ActorDeadError:
+                pass
+        err: ActorchatError = (
+            NotFound(f"no conversation {self.conversation_id!r}")
+            if self.stop_reason in ("missing", "deleted")
+            else ConversationError("the conversation stopped before handling the message")
+        )
+        for envelope in leftovers:
+            self._refuse(envelope.message, err)
+
     def on_receive(self, message: Any) -> Any:
         if type(message) is not Passivate:  # the sweep's own question is no activity
             self.last_active = time.time()
@@ -617,7 +652,9 @@ class ConversationActor(GreenletActor):
         core = self.core
         assert core is not None
         gen = core.current
-        if gen is None or (msg.message_id is not None and msg.message_id != gen.id):
+        if gen is None or gen.finishing:
+            return False
+        if msg.message_id is not None and msg.message_id != gen.id:
             return False
         self._cancel(gen)
         return True

@@ -123,6 +123,14 @@ class Counts:
 
 
 @dataclass(slots=True)
+class Redeliver:
+    """Requests left in a conversation that stopped on request: hand them on."""
+
+    conversation_id: str
+    envelopes: list[Envelope[Any]]
+
+
+@dataclass(slots=True)
 class Forget:
     """The conversation was deleted: it must not be restarted or reported."""
 
@@ -393,6 +401,15 @@ class SupervisorActor(GreenletActor):
         self._remove(msg.conversation_id, child)
         return True
 
+    def _on_redeliver(self, msg: Redeliver) -> None:
+        try:
+            ref = self._on_activate(Activate(msg.conversation_id))
+        except ActorchatError as exc:
+            self._reject(msg.envelopes, {}, exc)
+            return
+        for envelope in msg.envelopes:
+            ref.actor_inbox.put(envelope)
+
     def _on_forget(self, msg: Forget) -> None:
         self.failed.pop(msg.conversation_id, None)
         self.crashed.pop(msg.conversation_id, None)
@@ -479,6 +496,7 @@ _HANDLERS: dict[type, Any] = {
     ChildStopped: SupervisorActor._on_child_stopped,
     StopChild: SupervisorActor._on_stop_child,
     Forget: SupervisorActor._on_forget,
+    Redeliver: SupervisorActor._on_redeliver,
     KillChildren: SupervisorActor._on_kill,
     Sweep: SupervisorActor._on_sweep,
     StopAll: SupervisorActor._on_stop_all,

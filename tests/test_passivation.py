@@ -67,3 +67,48 @@ def test_delete_conversation_removes_everything(system) -> None:  # type: ignore
     with pytest.raises(NotFound):
         system.get_history(cid)
     assert not system.delete_conversation(cid)
+
+
+def test_messages_racing_a_stop_are_handed_to_a_successor(system) -> None:  # type: ignore[no-untyped-def]
+    import gc
+
+    import gevent
+    from gevent.event import AsyncResult
+
+    from actorchat._conversation import ConversationActor, Send, Shutdown
+
+    cid = system.start_conversation()
+    system.send_message(cid, "first", timeout=WAIT)
+    (actor,) = [
+        o
+        for o in gc.get_objects()
+        if isinstance(o, ConversationActor) and o.conversation_id == cid and o.core is not None
+    ]
+    # A stop on request with a message already queued behind it, as when a
+    # sender still holds the ref while stop_conversation runs.
+    actor.stop_reason = "stopped"
+    done: AsyncResult = AsyncResult()
+    actor.actor_ref.tell(Shutdown())
+    actor.actor_ref.tell(Send("racing the stop", "local", None, done.set))
+    assert done.get(timeout=WAIT).role == "assistant"
+    later = gevent.spawn(system.send_message, cid, "after the stop", timeout=WAIT)
+    assert later.get(timeout=WAIT)
+    users = [m.content for m in system.get_history(cid) if m.role == "user"]
+    assert users == ["first", "racing the stop", "after the stop"]
+
+
+def test_messages_left_at_shutdown_fail_instead_of_hanging(config) -> None:  # type: ignore[no-untyped-def]
+    from gevent.event import AsyncResult
+
+    from actorchat import ChatSystem
+    from actorchat._conversation import Send, Shutdown
+    from actorchat.errors import ConversationError
+
+    chat = ChatSystem(config).start()
+    cid = chat.start_conversation()
+    ref = chat.registry.lookup(cid)
+    done: AsyncResult = AsyncResult()
+    ref.tell(Shutdown())
+    ref.tell(Send("too late", "local", None, done.set))
+    assert isinstance(done.get(timeout=WAIT), ConversationError)
+    chat.stop()
