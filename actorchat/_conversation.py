@@ -832,7 +832,10 @@ class ConversationActor(GreenletActor):
         gen.cancelled = True
         g = gen.greenlet
         if g is not None and g and not g.dead:
-            gevent.kill(g, GenerationCancelled)
+            # Like gevent.kill, but checked again when the hub runs it: by
+            # then the generation may have finished, and a throw into a dead
+            # greenlet raises in the hub (a traceback on stderr).
+            gevent.get_hub().loop.run_callback(_throw_cancel, g)
 
     def _complete(self, gen: Generation, reason: str, usage: Usage) -> None:
         """Store the reply; once durable, publish its one completion."""
@@ -924,6 +927,12 @@ class ConversationActor(GreenletActor):
         from actorchat._supervisor import ChildFailed
 
         sup.tell(ChildFailed(self.conversation_id, self, reason, inbox, waiters))
+
+
+def _throw_cancel(g: Any) -> None:
+    """Raise ``GenerationCancelled`` in a generation greenlet still suspended."""
+    if g and not g.dead:
+        g.throw(GenerationCancelled)
 
 
 _HANDLERS: dict[type, Callable[[ConversationActor, Any], Any]] = {

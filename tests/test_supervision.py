@@ -128,3 +128,18 @@ def test_temporary_conversations_are_not_restarted_but_come_back_when_used(make_
     # Used again: activated from the store like a passivated conversation.
     assert system.send_message(cid, "again", timeout=WAIT)
     assert len(system.get_history(cid)) == 4
+
+
+def test_crashes_and_kills_during_broadcasts_lose_no_message(make_system) -> None:  # type: ignore[no-untyped-def]
+    system = make_system(mock_crash_rate=0.05, mock_delay_ms=1.0, max_restarts=100, max_seconds=1.0)
+    ids = system.start_conversations(300)
+    for r in range(2):
+        broadcast = gevent.spawn(system.broadcast_message, ids, f"round {r}", timeout=WAIT)
+        system.kill_many(fraction=0.1)  # lands while the replies stream
+        results = broadcast.get(timeout=WAIT)
+        assert all(isinstance(v, str) and v for v in results.values()), results
+    for cid in ids:
+        history = system.get_history(cid)
+        assert [m.role for m in history] == ["user", "assistant"] * 2
+        assert all(m.finish_reason == "stop" for m in history if m.role == "assistant")
+    assert system.stats()["crashes_total"] > 0
