@@ -34,6 +34,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jwt
 import psutil
@@ -326,13 +327,117 @@ async def run_load(
     )
 
 
-def measure(target: str, clients: int, k: int, delay_ms: float, store: str) -> Result:
+def measure(
+    target: str, clients: int, k: int, delay_ms: float, store: str, procs: int = 1
+) -> Result:
     port = free_port()
     proc = start_server(target, port, delay_ms, store)
     try:
-        return uvloop.run(run_load(target, port, proc.pid, clients, k, delay_ms))
+        if procs <= 1:
+            return uvloop.run(run_load(target, port, proc.pid, clients, k, delay_ms))
+        return run_split(target, port, proc.pid, clients, k, delay_ms, procs)
     finally:
         stop_server(proc)
+
+
+# -- several load processes --------------------------------------------------------------
+#
+# One asyncio process saturates its core at about 1,000 clients, and then the
+# bench measures the client. With --procs P the clients are split over P
+# forked processes that connect, then start messaging together (two
+# barriers); the parent samples the server and merges the tallies. The phase
+# runs from the common start to the last client's end (CLOCK_MONOTONIC is
+# shared by all processes).
+
+
+def _worker(port: int, first: int, count: int, k: int, ready: Any, go: Any, out: Any) -> None:
+    async def main() -> None:
+        url = f"ws://127.0.0.1:{port}{WS_PATH}"
+        tally = Tally()
+        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        connected = [0]
+        all_connected, start = asyncio.Event(), asyncio.Event()
+        tasks = [
+            asyncio.create_task(
+                one_client(first + i, url, k, tally, gate, connected, all_connected, start, count)
+            )
+            for i in range(count)
+        ]
+        await asyncio.wait_for(all_connected.wait(), 600)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, ready.wait)
+        await loop.run_in_executor(None, go.wait)
+        start.set()
+        await asyncio.gather(*tasks)
+        out.put((asdict(tally), time.monotonic()))
+
+    uvloop.run(main())
+
+
+def run_split(
+    target: str, port: int, pid: int, clients: int, k: int, delay_ms: float, procs: int
+) -> Result:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    ready, go = ctx.Barrier(procs + 1), ctx.Barrier(procs + 1)
+    out = ctx.Queue()
+    sampler = Sampler(pid)
+    base = sampler.rss()
+    share = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    workers = []
+    first = 0
+    for n in share:
+        w = ctx.Process(target=_worker, args=(port, first, n, k, ready, go, out))
+        w.start()
+        workers.append(w)
+        first += n
+    ready.wait(timeout=600)
+    time.sleep(1.0)  # let the server settle before measuring idle memory
+    idle = sampler.rss()
+    cpu0 = sampler.cpu()
+    go.wait(timeout=60)
+    t0 = time.monotonic()
+    tally = Tally()
+    end = t0
+    for _ in workers:
+        part, finished = out.get(timeout=STREAM_TIMEOUT * (k + 1))
+        end = max(end, finished)
+        tally.connect_s += part["connect_s"]
+        tally.ttft_s += part["ttft_s"]
+        for name in ("chunks", "completed", "incomplete", "gaps", "errors", "connect_failures"):
+            setattr(tally, name, getattr(tally, name) + part[name])
+        for kind, n in part["error_kinds"].items():
+            tally.error_kinds[kind] = tally.error_kinds.get(kind, 0) + n
+        sampler.rss()
+    for w in workers:
+        w.join(timeout=60)
+    phase = end - t0
+    cpu = sampler.cpu() - cpu0
+    ok = max(1, clients - tally.connect_failures)
+    return Result(
+        target=target,
+        clients=clients,
+        messages=k,
+        delay_ms=delay_ms,
+        connect_p50_ms=percentile(tally.connect_s, 50) * 1000,
+        connect_p99_ms=percentile(tally.connect_s, 99) * 1000,
+        ttft_p50_ms=percentile(tally.ttft_s, 50) * 1000,
+        ttft_p99_ms=percentile(tally.ttft_s, 99) * 1000,
+        chunks_per_s=tally.chunks / phase if phase else 0.0,
+        chunks=tally.chunks,
+        completed=tally.completed,
+        incomplete=tally.incomplete,
+        gaps=tally.gaps,
+        errors=tally.errors,
+        connect_failures=tally.connect_failures,
+        phase_s=phase,
+        rss_base_mb=base / 2**20,
+        rss_idle_kb_per_conn=(idle - base) / ok / 1024,
+        rss_peak_mb=sampler.peak / 2**20,
+        cpu_s=cpu,
+        cpu_pct=100 * cpu / phase if phase else 0.0,
+    )
 
 
 COLUMNS = [
@@ -382,11 +487,14 @@ def main() -> int:
     parser.add_argument("--targets", nargs="+", default=["actorchat", "peer"])
     parser.add_argument("--store", default="memory", choices=("memory", "sqlite"))
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument(
+        "--procs", type=int, default=1, help="load processes the clients are split over"
+    )
     args = parser.parse_args()
 
     print(
         f"# ws_load: {platform.node()} nproc={os.cpu_count()} python={platform.python_version()}"
-        f" tokens={TOKENS} K={args.messages} store={args.store}",
+        f" tokens={TOKENS} K={args.messages} store={args.store} procs={args.procs}",
         flush=True,
     )
     print(header(), flush=True)
@@ -394,7 +502,7 @@ def main() -> int:
     for clients in args.clients:
         for delay in args.delays:
             for target in args.targets:
-                result = measure(target, clients, args.messages, delay, args.store)
+                result = measure(target, clients, args.messages, delay, args.store, args.procs)
                 results.append(result)
                 print(row(result), flush=True)
     if args.json:
