@@ -139,11 +139,11 @@ class MockProvider(Provider):
     def _reply(self, request: GenerationRequest) -> tuple[tuple[str, ...], int]:
         """The reply's tokens and the prompt's size in words."""
         context = "\0".join(f"{t.role}\1{t.content}" for t in request.messages)
-        digest = hashlib.blake2b(context.encode(), digest_size=8)
+        digest = hashlib.blake2b(context.encode(), digest_size=32)
         digest.update(str(request.attempt).encode())
         last_user = next((t.content for t in reversed(request.messages) if t.role == "user"), "")
         n = min(request.max_tokens or self.tokens, self.tokens)
-        tokens = _compose(int.from_bytes(digest.digest(), "big"), n, last_user)
+        tokens = _compose(digest.digest(), n, last_user)
         prompt = len(context.split()) + len(request.system_prompt.split())
         return tokens, prompt
 
@@ -166,22 +166,44 @@ class MockProvider(Provider):
 
 
 @functools.lru_cache(maxsize=4096)
-def _compose(seed: int, n: int, last_user: str) -> tuple[str, ...]:
+def _compose(seed: bytes, n: int, last_user: str) -> tuple[str, ...]:
     """Compose a reply from its seed; cached, since a broadcast asks the same
-    question many times and composing costs more than streaming it."""
+    question many times.
+
+    Choices are read straight from a hash stream (BLAKE2b, re-hashed as it
+    runs out) rather than from ``random.Random``: seeding a Mersenne twister
+    per reply cost more than streaming the reply.
+    """
     topic = " ".join(_topic(last_user))
-    rng = random.Random(seed)
-    out = rng.choice(_OPENERS).split()
+    stream = bytearray(seed)
+    block = seed
+    need = 3 * n + 8
+    while len(stream) < need:
+        block = hashlib.blake2b(block, digest_size=64).digest()
+        stream += block
+    pos = 0
+
+    def pick(k: int) -> int:
+        nonlocal pos
+        value = (stream[pos] << 8 | stream[pos + 1]) % k
+        pos += 2
+        return value
+
+    out = _OPENERS[pick(len(_OPENERS))].split()
     out.append(f"“{topic}”:")
     sentence = 0
+    length = 6 + pick(7)
     while len(out) < n:
-        word = rng.choice(_WORDS)
+        word = _WORDS[pick(len(_WORDS))]
         if sentence == 0:
             word = word.capitalize()
         sentence += 1
-        if sentence >= rng.randint(6, 12):
-            word += rng.choice(_ENDINGS)
+        if sentence >= length:
+            word += _ENDINGS[stream[pos] % len(_ENDINGS)]
+            pos += 1
             sentence = 0
+            length = 6 + stream[pos] % 7
+            pos += 1
         out.append(word)
     out = out[:n]
     if not out[-1].endswith(_ENDINGS):

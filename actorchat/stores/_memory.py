@@ -31,7 +31,9 @@ class MemoryStore(Store):
         conv = self._convs.get(message.conversation_id)
         if conv is None:
             return
-        self._msgs[message.conversation_id].append(dataclasses.replace(message))
+        # Stored as is: messages are not changed after they are stored (the
+        # one exception, superseding, goes through this store).
+        self._msgs[message.conversation_id].append(message)
         conv.message_count += 1
         conv.updated_at = message.created_at
 
