@@ -22,7 +22,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from actorchat.config import Config, ModelConfig
-from actorchat.errors import ProviderError
 from actorchat.providers._base import GenerationRequest, Provider, StreamItem
 from actorchat.providers._context import FittedContext
 from actorchat.providers._http import Attempt, HttpProvider, option
@@ -61,6 +60,8 @@ def _input_tokens(usage: Mapping[str, Any]) -> int | None:
 
 class AnthropicProvider(HttpProvider):
     """Streams from Anthropic's Messages API."""
+
+    retryable_errors = _RETRYABLE_ERRORS
 
     name = "anthropic"
     default_base_url = "https://api.anthropic.com"
@@ -150,23 +151,12 @@ class AnthropicProvider(HttpProvider):
                 stopped = True
                 break
             elif kind == "error":
-                raise self._stream_error(data.get("error"), attempt)
+                raise self.stream_error(data.get("error"), attempt)
             # ping, content_block_start/stop and unknown events: nothing to do
         if not stopped and stop_reason is None:
             raise self.broken(attempt, "the stream ended before message_stop")
         reason = STOP_REASONS.get(stop_reason or "end_turn", "stop")
         yield self.estimated_end(reason, fitted, attempt, prompt, completion)
-
-    def _stream_error(self, error: Any, attempt: Attempt) -> ProviderError:
-        if isinstance(error, dict):
-            kind = str(error.get("type") or "error")
-            message = str(error.get("message") or "")
-        else:
-            kind, message = "error", str(error)
-        if kind in _RETRYABLE_ERRORS:
-            attempt.retryable = True
-        text = f"model {self.model.name!r}: error in the stream: {kind}: {message}"
-        return ProviderError(self._scrub(text))
 
 
 def _factory(model: ModelConfig, config: Config) -> Provider:

@@ -328,6 +328,21 @@ class HttpProvider(Provider):
 
     # Helpers for subclasses -----------------------------------------------------------
 
+    #: Error types in a mid-stream ``error`` event worth another attempt.
+    retryable_errors: frozenset[str] = frozenset()
+
+    def stream_error(self, error: Any, attempt: Attempt) -> ProviderError:
+        """A mid-stream ``error`` event as a ``ProviderError`` (retryable if its type says so)."""
+        if isinstance(error, dict):
+            kind = str(error.get("type") or error.get("code") or "error")
+            message = str(error.get("message") or "")
+        else:
+            kind, message = "error", str(error)
+        if kind in self.retryable_errors:
+            attempt.retryable = True
+        text = f"model {self.model.name!r}: error in the stream: {kind}: {message}"
+        return ProviderError(self._scrub(text))
+
     def broken(self, attempt: Attempt, what: str) -> ProviderError:
         """A retryable failure: the stream broke before its end."""
         attempt.retryable = True

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from actorchat.config import Config, ModelConfig
-from actorchat.errors import ConfigurationError, ProviderError
+from actorchat.errors import ConfigurationError
 from actorchat.providers._base import GenerationRequest, Provider, StreamItem
 from actorchat.providers._context import FittedContext
 from actorchat.providers._http import Attempt, HttpProvider, option
@@ -55,6 +55,8 @@ def _int(value: Any) -> int | None:
 
 class OpenAIProvider(HttpProvider):
     """Streams from an OpenAI-compatible ``/chat/completions`` endpoint."""
+
+    retryable_errors = _RETRYABLE_ERRORS
 
     name = "openai"
     default_base_url = "https://api.openai.com/v1"
@@ -117,7 +119,7 @@ class OpenAIProvider(HttpProvider):
                 continue
             error = chunk.get("error")
             if error:
-                raise self._stream_error(error, attempt)
+                raise self.stream_error(error, attempt)
             chunk_usage = chunk.get("usage")
             if isinstance(chunk_usage, dict):
                 usage = chunk_usage
@@ -144,17 +146,6 @@ class OpenAIProvider(HttpProvider):
             completion = _int(usage.get("completion_tokens"))
         reason = FINISH_REASONS.get(finish or "stop", "stop")
         yield self.estimated_end(reason, fitted, attempt, prompt, completion)
-
-    def _stream_error(self, error: Any, attempt: Attempt) -> ProviderError:
-        if isinstance(error, dict):
-            kind = str(error.get("type") or error.get("code") or "error")
-            message = str(error.get("message") or "")
-        else:
-            kind, message = "error", str(error)
-        if kind in _RETRYABLE_ERRORS:
-            attempt.retryable = True
-        text = f"model {self.model.name!r}: error in the stream: {kind}: {message}"
-        return ProviderError(self._scrub(text))
 
 
 def _factory(model: ModelConfig, config: Config) -> Provider:
