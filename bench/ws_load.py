@@ -271,6 +271,45 @@ class Sampler:
                 pass
 
 
+def summarize(
+    target: str,
+    clients: int,
+    k: int,
+    delay_ms: float,
+    tally: Tally,
+    phase: float,
+    base: int,
+    idle: int,
+    sampler: Sampler,
+    cpu: float,
+) -> Result:
+    """One measurement's figures from the merged tally and the server samples."""
+    ok = max(1, clients - tally.connect_failures)
+    return Result(
+        target=target,
+        clients=clients,
+        messages=k,
+        delay_ms=delay_ms,
+        connect_p50_ms=percentile(tally.connect_s, 50) * 1000,
+        connect_p99_ms=percentile(tally.connect_s, 99) * 1000,
+        ttft_p50_ms=percentile(tally.ttft_s, 50) * 1000,
+        ttft_p99_ms=percentile(tally.ttft_s, 99) * 1000,
+        chunks_per_s=tally.chunks / phase if phase else 0.0,
+        chunks=tally.chunks,
+        completed=tally.completed,
+        incomplete=tally.incomplete,
+        gaps=tally.gaps,
+        errors=tally.errors,
+        connect_failures=tally.connect_failures,
+        phase_s=phase,
+        rss_base_mb=base / 2**20,
+        rss_idle_kb_per_conn=(idle - base) / ok / 1024,
+        rss_peak_mb=sampler.peak / 2**20,
+        cpu_s=cpu,
+        cpu_pct=100 * cpu / phase if phase else 0.0,
+    )
+
+
 async def run_load(
     target: str, port: int, pid: int, clients: int, k: int, delay_ms: float
 ) -> Result:
@@ -301,30 +340,7 @@ async def run_load(
     await watcher
     for kind, n in sorted(tally.error_kinds.items(), key=lambda kv: -kv[1])[:5]:
         print(f"#   {target}: {n} x {kind}", file=sys.stderr)
-    ok = max(1, clients - tally.connect_failures)
-    return Result(
-        target=target,
-        clients=clients,
-        messages=k,
-        delay_ms=delay_ms,
-        connect_p50_ms=percentile(tally.connect_s, 50) * 1000,
-        connect_p99_ms=percentile(tally.connect_s, 99) * 1000,
-        ttft_p50_ms=percentile(tally.ttft_s, 50) * 1000,
-        ttft_p99_ms=percentile(tally.ttft_s, 99) * 1000,
-        chunks_per_s=tally.chunks / phase if phase else 0.0,
-        chunks=tally.chunks,
-        completed=tally.completed,
-        incomplete=tally.incomplete,
-        gaps=tally.gaps,
-        errors=tally.errors,
-        connect_failures=tally.connect_failures,
-        phase_s=phase,
-        rss_base_mb=base / 2**20,
-        rss_idle_kb_per_conn=(idle - base) / ok / 1024,
-        rss_peak_mb=sampler.peak / 2**20,
-        cpu_s=cpu,
-        cpu_pct=100 * cpu / phase if phase else 0.0,
-    )
+    return summarize(target, clients, k, delay_ms, tally, phase, base, idle, sampler, cpu)
 
 
 def measure(
@@ -414,30 +430,7 @@ def run_split(
         w.join(timeout=60)
     phase = end - t0
     cpu = sampler.cpu() - cpu0
-    ok = max(1, clients - tally.connect_failures)
-    return Result(
-        target=target,
-        clients=clients,
-        messages=k,
-        delay_ms=delay_ms,
-        connect_p50_ms=percentile(tally.connect_s, 50) * 1000,
-        connect_p99_ms=percentile(tally.connect_s, 99) * 1000,
-        ttft_p50_ms=percentile(tally.ttft_s, 50) * 1000,
-        ttft_p99_ms=percentile(tally.ttft_s, 99) * 1000,
-        chunks_per_s=tally.chunks / phase if phase else 0.0,
-        chunks=tally.chunks,
-        completed=tally.completed,
-        incomplete=tally.incomplete,
-        gaps=tally.gaps,
-        errors=tally.errors,
-        connect_failures=tally.connect_failures,
-        phase_s=phase,
-        rss_base_mb=base / 2**20,
-        rss_idle_kb_per_conn=(idle - base) / ok / 1024,
-        rss_peak_mb=sampler.peak / 2**20,
-        cpu_s=cpu,
-        cpu_pct=100 * cpu / phase if phase else 0.0,
-    )
+    return summarize(target, clients, k, delay_ms, tally, phase, base, idle, sampler, cpu)
 
 
 COLUMNS = [
