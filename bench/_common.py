@@ -237,3 +237,23 @@ def ratio(ours: float, base: float) -> str:
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
+
+
+def print_report(
+    results: Any, table: str, targets: Sequence[dict[str, Any]], repeat: int, as_json: bool
+) -> None:
+    """The bench's output: JSON, or the machine line, the table and the targets."""
+    if as_json:
+        out = {"machine": machine(), "repeat": repeat, "results": results, "targets": targets}
+        print(json.dumps(out, indent=2))
+        return
+    m = machine()
+    print(
+        f"{m['date']}, commit {m['commit']}, {m['nproc']} CPUs ({m['cpu']}), "
+        f"{m['mem_total_gb']} GB, Python {m['python']}, "
+        f"load average {m['loadavg'][0]:.2f}, median of {repeat} run(s)\n"
+    )
+    print(table)
+    print()
+    for t in targets:
+        print(f"- {t['target']}: {t['value']:.2f} -> {verdict(t['ok'])}")

@@ -26,7 +26,6 @@ import actorchat
 actorchat.patch()
 
 import argparse
-import json
 import random
 import sys
 from typing import Any
@@ -41,14 +40,13 @@ from _common import (
     cpu,
     emit,
     fmt,
-    machine,
     make_config,
     md_table,
     now,
     percentile,
+    print_report,
     ratio,
     run_pairs,
-    verdict,
 )
 from gevent.event import Event
 
@@ -202,20 +200,7 @@ def main() -> None:
 
     results = run_pairs(__file__, args.n, args.repeat, (), log)
     table, targets = report(results)
-    if args.json:
-        out = {"machine": machine(), "repeat": args.repeat, "results": results, "targets": targets}
-        print(json.dumps(out, indent=2))
-        return
-    m = machine()
-    print(
-        f"{m['date']}, commit {m['commit']}, {m['nproc']} CPUs ({m['cpu']}), "
-        f"{m['mem_total_gb']} GB, Python {m['python']}, "
-        f"load average {m['loadavg'][0]:.2f}, median of {args.repeat} run(s)\n"
-    )
-    print(table)
-    print()
-    for t in targets:
-        print(f"- {t['target']}: {t['value']:.2f} -> {verdict(t['ok'])}")
+    print_report(results, table, targets, args.repeat, bool(args.json))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import actorchat
 actorchat.patch()
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -39,14 +38,13 @@ from _common import (
     cpu,
     emit,
     fmt,
-    machine,
     make_config,
     md_table,
     now,
+    print_report,
     ratio,
     run_pairs,
     settled_rss,
-    verdict,
 )
 from gevent.event import Event
 from gevent.pool import Pool
@@ -255,20 +253,7 @@ def main() -> None:
     extra = ["--history-turns", str(args.history_turns)]
     results = run_pairs(__file__, args.n, args.repeat, extra, log)
     table, targets = report(results)
-    if args.json:
-        out = {"machine": machine(), "repeat": args.repeat, "results": results, "targets": targets}
-        print(json.dumps(out, indent=2))
-        return
-    m = machine()
-    print(
-        f"{m['date']}, commit {m['commit']}, {m['nproc']} CPUs ({m['cpu']}), "
-        f"{m['mem_total_gb']} GB, Python {m['python']}, "
-        f"load average {m['loadavg'][0]:.2f}, median of {args.repeat} run(s)\n"
-    )
-    print(table)
-    print()
-    for t in targets:
-        print(f"- {t['target']}: {t['value']:.2f} -> {verdict(t['ok'])}")
+    print_report(results, table, targets, args.repeat, bool(args.json))
 
 
 if __name__ == "__main__":
