@@ -65,6 +65,3 @@ class Registry:
 
     def count(self) -> int:
         return len(self._table)
-
-    def ids(self) -> list[str]:
-        return list(self._table)

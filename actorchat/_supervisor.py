@@ -215,7 +215,7 @@ class SupervisorActor(GreenletActor):
         children = self.children
         for conv in convs:
             actor = self._spawn(conv.id, preloaded=(conv, []))
-            actor._start_actor_loop()
+            actor.start_loop()
             children[conv.id] = _Child(actor)
             entries.append((conv.id, actor.actor_ref))
         self.registry.ref.ask(Register(entries))
@@ -240,7 +240,7 @@ class SupervisorActor(GreenletActor):
             self.children[cid] = child
         else:
             child.actor = actor
-        actor._start_actor_loop()
+        actor.start_loop()
         self._register(cid, actor.actor_ref)
         return actor.actor_ref
 
@@ -343,7 +343,7 @@ class SupervisorActor(GreenletActor):
             for envelope in r.inbox:
                 actor.actor_inbox.put(envelope)
             child.actor = actor
-            actor._start_actor_loop()
+            actor.start_loop()
             self._register(cid, actor.actor_ref)
 
     def _reject(

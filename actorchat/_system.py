@@ -203,10 +203,10 @@ class ChatSystem:
                 gc.set_threshold(10_000, 5, 1000)
             deps = Deps(cfg, self.store, self.bus, self.providers, self.metrics)
             self._registry_actor = RegistryActor()
-            self._registry_actor._start_actor_loop()
+            self._registry_actor.start_loop()
             self.registry = Registry(self._registry_actor)
             supervisor = SupervisorActor(deps, self.registry)
-            supervisor._start_actor_loop()
+            supervisor.start_loop()
             self._supervisor = supervisor.actor_ref
             deps.supervisor = self._supervisor
             if cfg.idle_timeout > 0:
