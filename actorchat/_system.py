@@ -233,11 +233,15 @@ class ChatSystem:
         the server stops taking them before it drains.
         """
         deadline = time.monotonic() + grace
-        while self.metrics.generating > 0:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            gevent.sleep(min(0.05, remaining))
+        # Woken by events (every reply ends with a StreamComplete, published
+        # after the counter drops), not by polling.
+        with self.bus.subscribe(None, replay=False, maxsize=1_000_000) as sub:
+            while self.metrics.generating > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                sub.get(remaining)
+                sub.drain()
         return True
 
     def stop(self, timeout: float = 10.0, *, grace: float = 0.0) -> None:
