@@ -255,16 +255,25 @@ class ChatSystem:
         if grace > 0:
             self.drain(grace)
         self.started = False
+        # A mass stop makes garbage but no cycles worth chasing: at 100,000
+        # conversations the collector's passes were a quarter of the time.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         try:
             if self._supervisor is not None:
                 actors = self._supervisor.ask(StopAll(), block=True, timeout=timeout)
                 deadline = time.monotonic() + timeout
-                for actor in actors:
+                # They stop in mailbox order: wait for the last, then check the rest.
+                for actor in reversed(actors):
+                    if actor.actor_stopped.is_set():
+                        continue
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or not actor.actor_stopped.wait(remaining):
                         log.warning("stop: some conversations did not stop in %.1fs", timeout)
                         break
         finally:
+            if gc_was_enabled:
+                gc.enable()
             self._teardown()
 
     def _teardown(self) -> None:
