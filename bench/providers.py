@@ -293,6 +293,10 @@ def measure(n: int, tokens: int, delay_ms: float, repeat: int, data_dir: Path) -
     out["added_p50_ms"] = out["actorchat"]["p50_ms"] - out["direct"]["p50_ms"]
     out["added_p99_ms"] = out["actorchat"]["p99_ms"] - out["direct"]["p99_ms"]
     out["throughput_ratio"] = out["actorchat"]["chunks_per_s"] / out["direct"]["chunks_per_s"]
+    # What the server offers when every stream keeps its pace; a client that
+    # reads much less than this is saturated, and then its latencies measure
+    # its own queueing, not what actorchat adds.
+    out["offered_chunks_per_s"] = n * 1000.0 / delay_ms if delay_ms > 0 else None
     return out
 
 
@@ -339,6 +343,17 @@ def main() -> int:
             f"| {r['throughput_ratio']:.2f} "
             f"| {d['cpu_us_per_chunk']:.0f} / {a['cpu_us_per_chunk']:.0f} "
             f"| {d['errors'] + a['errors']} |"
+        )
+    print()
+    for r in results:
+        offered = r["offered_chunks_per_s"]
+        if offered is None:
+            continue
+        got = r["direct"]["chunks_per_s"]
+        state = "saturated" if got < 0.8 * offered else "keeping pace"
+        print(
+            f"- N={r['n']:,}, {r['delay_ms']:g} ms: the server offers {offered:,.0f} chunks/s; "
+            f"the direct client read {got:,.0f}/s ({got / offered:.0%}): {state}."
         )
     return 0
 
