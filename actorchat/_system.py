@@ -258,7 +258,8 @@ class ChatSystem:
         # A mass stop makes garbage but no cycles worth chasing: at 100,000
         # conversations the collector's passes were a quarter of the time.
         gc_was_enabled = gc.isenabled()
-        gc.disable()
+        if self.config.gc_freeze:
+            gc.disable()
         try:
             if self._supervisor is not None:
                 actors = self._supervisor.ask(StopAll(), block=True, timeout=timeout)

@@ -84,7 +84,8 @@ class Config:
     history_limit: int = 50
     subscriber_queue: int = 1000
     #: Tune CPython's collector for many long-lived actors: raise the
-    #: thresholds at start and freeze what bulk starts create (process-wide).
+    #: thresholds at start, freeze what bulk starts and restart bursts
+    #: create, pause it during those bursts and a mass stop (process-wide).
     gc_freeze: bool = True
 
     # Server
