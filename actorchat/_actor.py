@@ -16,6 +16,7 @@ pinned in pyproject.toml): ``__init__``'s four fields, ``_create_actor_inbox``,
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import sys
 from collections import deque
@@ -26,9 +27,27 @@ import pykka
 from gevent.event import AsyncResult, Event
 from gevent.hub import Waiter, get_hub
 
+from actorchat.errors import ActorchatError
+
 __all__ = ["GeventFuture", "GreenletActor", "Inbox"]
 
 _urns = itertools.count(1)
+
+
+class _AnswersNotFailures(logging.Filter):
+    """Drop Pykka's INFO traceback for an ``ActorchatError`` handed back to an asker.
+
+    ``NotFound``, ``Overloaded`` and the like are answers to the caller, who
+    gets them as exceptions; Pykka logged each with a full traceback, which
+    broke the server's one-line-per-event logs. Real failures still log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (record.levelno <= logging.INFO and isinstance(exc, ActorchatError))
+
+
+logging.getLogger("pykka").addFilter(_AnswersNotFailures())
 
 
 class Inbox:

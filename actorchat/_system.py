@@ -48,6 +48,7 @@ from actorchat._gevent import ensure_patched
 from actorchat._records import Conversation, Message, new_id
 from actorchat._registry import Registry, RegistryActor
 from actorchat._supervisor import (
+    CONVERSATION_STATES,
     Activate,
     Counts,
     Forget,
@@ -339,7 +340,7 @@ class ChatSystem:
                 self._route(cid).tell(message)
                 return
             except ActorDeadError:
-                continue
+                self._check_exists(cid)
         raise ConversationCrashed(f"conversation {cid!r} kept dying while being reached")
 
     def _ask(self, cid: str, message: Any, timeout: float | None = None) -> Any:
@@ -347,10 +348,21 @@ class ChatSystem:
             try:
                 return self._route(cid).ask(message, block=True, timeout=timeout)
             except ActorDeadError:
-                continue
+                self._check_exists(cid)
             except pykka.Timeout as exc:
                 raise Timeout(f"conversation {cid!r} did not answer in {timeout}s") from exc
         raise ConversationCrashed(f"conversation {cid!r} kept dying while being reached")
+
+    def _check_exists(self, cid: str) -> None:
+        """After a dead actor: raise NotFound if the conversation is not in the store.
+
+        An actor activated for an unknown id stops at once. When its store
+        answers without yielding (the memory store), it is gone before the
+        caller's request reaches its mailbox, and retrying would only
+        activate another one.
+        """
+        if self.store is not None and self.store.get_conversation(cid) is None:
+            raise NotFound(f"no conversation {cid!r}")
 
     def _check_content(self, text: Any) -> str:
         if not isinstance(text, str):
@@ -709,7 +721,14 @@ class ChatSystem:
         return result
 
     def states(self, state: str | None = None, limit: int | None = None) -> list[tuple[str, str]]:
-        """``(id, state)`` of live, failed and crashed conversations."""
+        """``(id, state)`` of live, failed and crashed conversations.
+
+        ``state`` filters: one of ``CONVERSATION_STATES``.
+        """
+        if state is not None and state not in CONVERSATION_STATES:
+            raise InvalidRequest(
+                f"state must be one of {', '.join(CONVERSATION_STATES)} (got {state!r})"
+            )
         result: list[tuple[str, str]] = self._sup_ask(States(state, limit))
         return result
 

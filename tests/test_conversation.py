@@ -177,6 +177,24 @@ def test_bad_input_gets_clear_errors_and_loses_nothing(make_system) -> None:  # 
     assert len(system.get_history(cid)) == 2
 
 
+@pytest.mark.parametrize("store", ["sqlite", "memory"])
+def test_an_unknown_conversation_is_not_found_with_either_store(
+    make_system, store: str, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    # The memory store answers without yielding: the actor activated for an
+    # unknown id is gone before the request reaches it. Still NotFound, and
+    # the expected error is not logged as a traceback.
+    system = make_system(store=store)
+    caplog.set_level("INFO")
+    with pytest.raises(NotFound):
+        system.get_history("ghost")
+    with pytest.raises(NotFound):
+        system.send_message("ghost", "hello", timeout=WAIT)
+    with pytest.raises(NotFound):
+        system.get_stats("ghost")
+    assert not [r for r in caplog.records if r.exc_info], "expected errors logged as tracebacks"
+
+
 def test_stats_count_messages_tokens_and_time_to_first_token(system: ChatSystem) -> None:
     cid = system.start_conversation()
     system.send_message(cid, "one")
