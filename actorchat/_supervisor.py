@@ -159,6 +159,10 @@ def _thaw_gc() -> None:
     gc.enable()
 
 
+#: What ``ChatSystem.states`` reports for a conversation.
+CONVERSATION_STATES = ("starting", "idle", "generating", "restarting", "failed", "crashed")
+
+
 def _child_state(actor: ConversationActor) -> str:
     if actor.actor_stopped.is_set():
         return "restarting"  # crashed; its successor is on the way

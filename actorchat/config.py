@@ -118,6 +118,8 @@ class Config:
 
     def validate(self) -> Config:
         """Check every field once; raise ``ConfigurationError`` naming it."""
+        # Config(data_dir="...") from Python: accept any path-like.
+        self.data_dir = Path(self.data_dir)
         problems: list[str] = []
 
         def need(ok: bool, name: str, why: str) -> None:

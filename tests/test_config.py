@@ -26,6 +26,13 @@ def test_precedence(tmp_path: Path) -> None:
     assert load_config(env={"ACTORCHAT_CONFIG": str(f)}).mock_tokens == 7
 
 
+def test_a_config_built_in_python_takes_a_string_data_dir(tmp_path: Path) -> None:
+    from actorchat.config import Config
+
+    cfg = Config(data_dir=str(tmp_path / "d")).validate()  # type: ignore[arg-type]
+    assert cfg.data_dir == tmp_path / "d"
+
+
 def test_defaults_need_no_file_or_key() -> None:
     cfg = load_config(env={})
     assert cfg.default_model == "mock" and cfg.store == "sqlite"

@@ -233,6 +233,9 @@ def test_operations(server: Server) -> None:
     cid = api.post("/api/v1/conversations", json={}).json()["id"]
     listed = api.get("/api/v1/admin/conversations?state=idle").json()["conversations"]
     assert {"id": cid, "state": "idle"} in listed
+    r = api.get("/api/v1/admin/conversations?state=sleepy")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_MESSAGE"
+    assert "state must be one of" in r.json()["error"]["message"]
     r = api.post("/api/v1/admin/kill", json={"conversation_ids": [cid]})
     assert r.status_code == 200 and r.json()["killed"] == [cid]
     assert api.post("/api/v1/admin/kill", json={}).status_code == 400
@@ -247,6 +250,7 @@ def test_http_limits(tmp_path: Path) -> None:
         assert r.status_code == 413 and r.json()["error"]["code"] == "MESSAGE_TOO_LONG"
         r = api.post(path, data="{not json", headers={"Content-Type": "application/json"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_JSON"
+        assert r.json()["error"]["message"] == "the request body is not valid JSON"
         assert api.post(path, json={"content": "ok"}).status_code == 200
         r = api.post(path, json={"content": "too soon"})
         assert r.status_code == 429

@@ -23,6 +23,7 @@ from actorchat.errors import (
     ActorchatError,
     AuthRequired,
     Forbidden,
+    InvalidJSON,
     InvalidRequest,
     MessageTooLong,
     NotFound,
@@ -107,7 +108,10 @@ def _body() -> dict[str, Any]:
     raw = request.get_data(cache=False)
     if not raw:
         return {}
-    return load(raw)
+    try:
+        return load(raw)
+    except InvalidJSON as exc:  # the frame parser's words, said of a request body
+        raise InvalidJSON(str(exc).replace("the frame", "the request body")) from None
 
 
 def _str_field(body: dict[str, Any], name: str, required: bool = False) -> str | None:
