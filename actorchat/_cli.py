@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conversation", help="continue this conversation id")
     p.add_argument("--model-name", dest="model_name", help="model for a new conversation")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per event")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="also print the conversation id (stderr)"
+    )
     _config_flags(p)
     p.set_defaults(func=_cmd_chat)
 
