@@ -207,3 +207,23 @@ def test_closed_is_reported_for_a_server_side_close(tmp_path: Path) -> None:
             assert closed.code == 1009
         else:
             raise AssertionError("expected a close")
+
+
+def test_rule_9_reaches_the_owner_of_a_conversation_from_an_earlier_process(
+    tmp_path: Path,
+) -> None:
+    # The new process has seen no event about the conversation: its owner
+    # comes from the store, looked up when the first event arrives.
+    with running_server(tmp_path) as srv:
+        cid = Client(srv).create(title="from before")
+    with running_server(tmp_path) as srv:
+        sidebar = Client(srv)  # alice, not joined
+        other = Client(srv, user="bob")  # not the owner: nothing for bob
+        assert srv.chat is not None
+        reply = srv.chat.send_message(cid, "sent by the Python API", timeout=WAIT)
+        added = [sidebar.expect("message_added")["data"]["message"] for _ in range(2)]
+        assert [m["message_type"] for m in added] == ["user", "assistant"]
+        assert added[1]["content"] == reply
+        other.send("ping", {})  # answered after anything queued for bob before it
+        assert other.expect("pong")
+        assert not [f for f in other.seen if f["type"] == "message_added"]
