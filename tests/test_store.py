@@ -106,6 +106,39 @@ def test_group_commit_batches_concurrent_writes(tmp_path: Path) -> None:
     s.close()
 
 
+def test_one_bad_row_in_a_batch_fails_alone(tmp_path: Path) -> None:
+    from gevent.event import Event
+
+    s = SQLiteStore(tmp_path / "b.sqlite3")
+    s.open()
+    s.create_conversations([Conversation("c", "u")])
+    s.append_message(msg("c", "m0", "user", 0))
+    # 3,000 appends queued without yielding share one batch (several
+    # multi-row INSERTs); one reuses an id already stored.
+    outcomes: dict[int, object] = {}
+    done = Event()
+    ids = [f"m{i}" for i in range(1, 3001)]
+    ids[1234] = "m0"
+
+    def record(i: int):  # type: ignore[no-untyped-def]
+        def cb(error: object) -> None:
+            outcomes[i] = error
+            if len(outcomes) == len(ids):
+                done.set()
+
+        return cb
+
+    for i, mid in enumerate(ids):
+        s.append_message_async(msg("c", mid, "user", i + 1), record(i))
+    assert done.wait(WAIT)
+    failed = [i for i, e in outcomes.items() if e is not None]
+    assert failed == [1234]
+    stored = [m.id for m in s.messages("c")]
+    assert len(stored) == 3000 and stored.count("m0") == 1
+    assert stored[1:] == [mid for i, mid in enumerate(ids) if i != 1234]
+    s.close()
+
+
 def test_acknowledged_messages_are_durable_across_processes(tmp_path: Path, config) -> None:  # type: ignore[no-untyped-def]
     with ChatSystem(config) as chat:
         cid = chat.start_conversation()
