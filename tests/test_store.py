@@ -39,6 +39,38 @@ def msg(cid: str, mid: str, role: str, turn: int, text: str = "") -> Message:
     )
 
 
+def test_every_value_reads_back_exactly(store: Store) -> None:
+    # Reads come back aggregated as JSON (one SQLite step): text of every
+    # kind and timestamps to the last bit must survive it.
+    created = 1_795_320_835.1507435
+    store.create_conversations([Conversation("c\u00e9", 'al"ice', "t\\1", created_at=created)])
+    texts = [
+        "nul \x00 inside",
+        "emoji \U0001f600 and \u2028 line sep",
+        '"quoted" \\ back',
+        "tab\t newline\n",
+    ]
+    sent = []
+    for i, text in enumerate(texts, start=1):
+        m = msg("c\u00e9", f"u{i}", "user", i, text)
+        m.created_at = created + i / 1e6
+        sent.append(m)
+        store.append_message(m)
+    reply = msg("c\u00e9", "a1", "assistant", 1, "reply")
+    reply.usage = Usage(7, 11, estimated=True)
+    store.append_message(reply)
+    loaded = store.load("c\u00e9")
+    assert loaded is not None
+    conv, history = loaded
+    assert (conv.owner, conv.title, conv.created_at) == ('al"ice', "t\\1", created)
+    assert [m.content for m in history] == [texts[0], "reply", *texts[1:]]
+    assert [m.created_at for m in history if m.role == "user"] == [m.created_at for m in sent]
+    assert history[1].usage == Usage(7, 11, estimated=True)
+    assert store.messages("c\u00e9") == history
+    assert store.load_many(["c\u00e9"])["c\u00e9"] == (conv, history)
+    assert store.list_conversations('al"ice')[0].id == "c\u00e9"
+
+
 def test_turn_order_paging_and_versions(store: Store) -> None:
     store.create_conversations([Conversation("c1", "alice", "t")])
     # u2 arrives while a1 is streaming: stored order u1, u2, a1, a2.
