@@ -71,6 +71,24 @@ def test_every_value_reads_back_exactly(store: Store) -> None:
     assert store.list_conversations('al"ice')[0].id == "c\u00e9"
 
 
+def test_a_history_too_big_for_one_value_is_read_row_by_row(tmp_path: Path) -> None:
+    import sqlite3
+
+    s = SQLiteStore(tmp_path / "big.sqlite3")
+    s.open()
+    s.create_conversations([Conversation("c", "u")])
+    for i in range(1, 41):
+        s.append_message(msg("c", f"m{i}", "user", i, "x" * 500))
+    before = s.messages("c")
+    # Shrink SQLite's longest string below the history's JSON (~21 KB).
+    s._call(lambda db: db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000))
+    assert s.messages("c") == before and len(before) == 40
+    loaded = s.load("c")
+    assert loaded is not None and loaded[1] == before
+    assert s.load_many(["c"])["c"][1] == before
+    s.close()
+
+
 def test_turn_order_paging_and_versions(store: Store) -> None:
     store.create_conversations([Conversation("c1", "alice", "t")])
     # u2 arrives while a1 is streaming: stored order u1, u2, a1, a2.

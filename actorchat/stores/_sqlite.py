@@ -111,9 +111,14 @@ def _select_rows(db: sqlite3.Connection, sql: str, args: Any, columns: str) -> l
     thread, 0.02 s aggregated into one JSON value. The rows keep the order
     of ``sql`` (SQLite feeds the aggregate in its subquery's order).
     """
-    text = db.execute(
-        f"SELECT json_group_array(json_array({columns})) FROM ({sql})", args
-    ).fetchone()[0]
+    try:
+        text = db.execute(
+            f"SELECT json_group_array(json_array({columns})) FROM ({sql})", args
+        ).fetchone()[0]
+    except sqlite3.DataError:
+        # Past SQLite's longest string (1 GB by default): row by row, slower
+        # beside a busy hub but correct.
+        return [list(row) for row in db.execute(sql, args)]
     rows: list[list[Any]] = json.loads(text)
     return rows
 
