@@ -35,7 +35,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import gevent
 import pykka
 from pykka import ActorDeadError
 from pykka._envelope import Envelope
@@ -53,7 +52,7 @@ from actorchat._conversation import (
     Shutdown,
 )
 from actorchat._events import ConversationState
-from actorchat._records import Conversation
+from actorchat._records import Conversation, Message
 from actorchat._registry import Register, Registry, Unregister
 from actorchat.errors import ActorchatError, ConversationFailed, NotFound
 
@@ -152,11 +151,6 @@ class _Child:
     # Created at the first crash: most conversations never need one.
     restart_times: deque[float] | None = None
     restarts: int = 0
-
-
-def _thaw_gc() -> None:
-    gc.freeze()
-    gc.enable()
 
 
 #: What ``ChatSystem.states`` reports for a conversation.
@@ -327,20 +321,6 @@ class SupervisorActor(GreenletActor):
 
     def _flush_restarts(self) -> None:
         batch, self._pending_restarts = self._pending_restarts, {}
-        # A burst (killing 10% of 100,000) allocates long-lived state for
-        # every restarted actor: the collector's passes over it were a fifth
-        # of the recovery. Pause it, and freeze what the burst built once the
-        # new actors have run on_start (their start callbacks come first).
-        pause = self.deps.config.gc_freeze and len(batch) >= 1000 and gc.isenabled()
-        if pause:
-            gc.disable()
-        try:
-            self._restart_batch(batch)
-        finally:
-            if pause:
-                gevent.get_hub().loop.run_callback(_thaw_gc)
-
-    def _restart_batch(self, batch: dict[str, _Restart]) -> None:
         try:
             loaded = self.deps.store.load_many(list(batch))
         except ActorchatError as exc:
@@ -350,6 +330,27 @@ class SupervisorActor(GreenletActor):
                 self.failed[cid] = f"history could not be reloaded: {exc}"
                 self._reject(r.inbox, r.waiters, ConversationFailed(str(exc)))
             return
+        # A burst (killing 10% of 100,000) builds long-lived state for every
+        # restarted actor, and the collector's passes over it were a fifth of
+        # the recovery. The spawning below never yields, so nothing else
+        # allocates meanwhile: collect the young generations first (so no
+        # one's garbage gets frozen), pause, and freeze what the burst built.
+        pause = self.deps.config.gc_freeze and len(batch) >= 1000 and gc.isenabled()
+        if pause:
+            gc.collect(1)
+            gc.disable()
+        try:
+            self._respawn(batch, loaded)
+        finally:
+            if pause:
+                gc.freeze()
+                gc.enable()
+
+    def _respawn(
+        self,
+        batch: dict[str, _Restart],
+        loaded: dict[str, tuple[Conversation, list[Message]]],
+    ) -> None:
         for cid, r in batch.items():
             child = r.child
             if self.children.get(cid) is not child:
