@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from actorchat import ChatSystem, Conversation, Message, Usage
+from actorchat.errors import StoreError
 from actorchat.stores import MemoryStore, SQLiteStore, Store
 from tests.helpers import WAIT
 
@@ -69,6 +70,38 @@ def test_every_value_reads_back_exactly(store: Store) -> None:
     assert store.messages("c\u00e9") == history
     assert store.load_many(["c\u00e9"])["c\u00e9"] == (conv, history)
     assert store.list_conversations('al"ice')[0].id == "c\u00e9"
+
+
+def test_row_by_row_reads_give_the_same_answers(tmp_path: Path) -> None:
+    # Where SQLite's printf cannot round-trip a REAL, the store reads row by row.
+    fast = SQLiteStore(tmp_path / "r.sqlite3")
+    fast.open()
+    fast.create_conversations([Conversation("c", "u", "t")])
+    for i in range(1, 6):
+        fast.append_message(msg("c", f"u{i}", "user", i))
+        fast.append_message(msg("c", f"a{i}", "assistant", i))
+    answers = (fast.load("c"), fast.load_many(["c"]), fast.messages("c", limit=4, before="u5"))
+    listed = fast.list_conversations("u")
+    fast._one_step_reads = False
+    assert (fast.load("c"), fast.load_many(["c"]), fast.messages("c", limit=4, before="u5")) == (
+        answers
+    )
+    assert fast.list_conversations("u") == listed
+    fast.close()
+
+
+def test_a_value_sqlite_cannot_hold_fails_that_write_alone(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "o.sqlite3")
+    s.open()
+    s.create_conversations([Conversation("c", "u")])
+    bad = msg("c", "huge", "assistant", 1)
+    bad.usage = Usage(2**63, 1)  # a provider's absurd token count
+    with pytest.raises(StoreError):
+        s.append_message(bad)
+    # The store goes on: no transaction was left open.
+    s.append_message(msg("c", "ok", "user", 2))
+    assert [m.id for m in s.messages("c")] == ["ok"]
+    s.close()
 
 
 def test_a_history_too_big_for_one_value_is_read_row_by_row(tmp_path: Path) -> None:

@@ -100,9 +100,13 @@ _CONV_JSON = (
     "printf('%!.17g', updated_at), message_count"
 )
 _MSG_JSON = _MSG_COLS.replace("created_at", "printf('%!.17g', created_at)")
+# Timestamps and fractions that a 17-digit printf must give back exactly.
+_REAL_SAMPLES = (1_795_320_835.1507435, 1_732_245_678.123456, 0.1, 1 / 3, 2 / 3, 1e-7)
 
 
-def _select_rows(db: sqlite3.Connection, sql: str, args: Any, columns: str) -> list[list[Any]]:
+def _select_rows(
+    db: sqlite3.Connection, sql: str, args: Any, columns: str, one_step: bool = True
+) -> list[list[Any]]:
     """All rows of ``sql`` in one SQLite step, as lists of ``columns``.
 
     Why: ``sqlite3`` lets go of the GIL around every step, one per row, and
@@ -111,6 +115,8 @@ def _select_rows(db: sqlite3.Connection, sql: str, args: Any, columns: str) -> l
     thread, 0.02 s aggregated into one JSON value. The rows keep the order
     of ``sql`` (SQLite feeds the aggregate in its subquery's order).
     """
+    if not one_step:
+        return [list(row) for row in db.execute(sql, args)]
     try:
         text = db.execute(
             f"SELECT json_group_array(json_array({columns})) FROM ({sql})", args
@@ -158,6 +164,7 @@ class SQLiteStore(Store):
         self.synchronous = synchronous.upper()
         self._db: sqlite3.Connection | None = None
         self._rows_per_insert = 1
+        self._one_step_reads = True
         self._pool: ThreadPool | None = None
         self._pending: list[_Op] = []
         self._wake = Event()
@@ -198,6 +205,13 @@ class SQLiteStore(Store):
         # most a dozen shapes exist.
         limit = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self._rows_per_insert = max(1, min(2000, limit // _MSG_NCOLS))
+        # One-step reads carry REALs through printf('%!.17g'), exact where
+        # SQLite formats with a long double (x86-64 builds before 3.43 do,
+        # plain-double builds may not): checked here, else row by row.
+        self._one_step_reads = all(
+            float(db.execute("SELECT printf('%!.17g', ?)", (x,)).fetchone()[0]) == x
+            for x in _REAL_SAMPLES
+        )
         self._db = db
 
     def close(self) -> None:
@@ -272,6 +286,18 @@ class SQLiteStore(Store):
             del batch, outcomes
 
     def _run_batch(self, batch: list[_Op]) -> list[tuple[bool, Any]]:
+        db = self._db
+        assert db is not None
+        try:
+            return self._run_batch_in_tx(db, batch)
+        except BaseException:
+            # Whatever went wrong, the next batch must find no transaction
+            # open ("cannot start a transaction within a transaction").
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _run_batch_in_tx(self, db: sqlite3.Connection, batch: list[_Op]) -> list[tuple[bool, Any]]:
         """Run on the store thread: one transaction for the whole batch.
 
         Consecutive appends (the hot path) go in multi-row INSERTs of up to
@@ -285,8 +311,6 @@ class SQLiteStore(Store):
         100,000 rows took 590 s next to a busy thread, against 1.3 s as
         2,000-row statements (one step each).
         """
-        db = self._db
-        assert db is not None
         out: list[tuple[bool, Any]] = []
         db.execute("BEGIN")
         i, n = 0, len(batch)
@@ -303,7 +327,7 @@ class SQLiteStore(Store):
                 try:
                     db.execute(_insert_rows_sql(len(rows)), [v for row in rows for v in row])
                     out.extend([(True, None)] * (j - i))
-                except sqlite3.Error:
+                except Exception:  # noqa: BLE001 - one by one finds the bad row
                     for o in batch[i:j]:
                         out.append(self._run_one(db, o))
                 i = j
@@ -322,7 +346,7 @@ class SQLiteStore(Store):
     def _run_one(db: sqlite3.Connection, op: _Op) -> tuple[bool, Any]:
         try:
             return (True, op.fn(db, *op.args))
-        except sqlite3.Error as exc:
+        except Exception as exc:  # noqa: BLE001 - sqlite3.Error, or a value it cannot bind
             err = StoreError(f"store operation failed: {exc}")
             err.__cause__ = exc
             return (False, err)
@@ -377,6 +401,7 @@ class SQLiteStore(Store):
                 f"ORDER BY {_ORDER}",
                 (conversation_id,),
                 _MSG_JSON,
+                self._one_step_reads,
             )
             conv = _conv(row)
             messages = [_msg(r) for r in rows]
@@ -406,6 +431,7 @@ class SQLiteStore(Store):
                     f"WHERE id IN ({marks})",
                     chunk,
                     _CONV_JSON,
+                    self._one_step_reads,
                 ):
                     out[row[0]] = (_conv(row), [])
                 for row in _select_rows(
@@ -414,6 +440,7 @@ class SQLiteStore(Store):
                     f"AND superseded = 0 ORDER BY conversation_id, {_ORDER}",
                     chunk,
                     _MSG_JSON,
+                    self._one_step_reads,
                 ):
                     state = out.get(row[1])
                     if state is not None:
@@ -471,7 +498,10 @@ class SQLiteStore(Store):
             if where:
                 sql += " WHERE " + " AND ".join(where)
             sql += " ORDER BY c.rowid DESC LIMIT ?"
-            return [_conv(r) for r in _select_rows(db, sql, (*args, limit), _CONV_JSON)]
+            return [
+                _conv(r)
+                for r in _select_rows(db, sql, (*args, limit), _CONV_JSON, self._one_step_reads)
+            ]
 
         result: list[Conversation] = self._call(run)
         return result
@@ -498,7 +528,7 @@ class SQLiteStore(Store):
             if limit is not None:
                 sql += " LIMIT ?"
                 args.append(limit)
-            rows = _select_rows(db, sql, args, _MSG_JSON)
+            rows = _select_rows(db, sql, args, _MSG_JSON, self._one_step_reads)
             rows.reverse()
             return [_msg(r) for r in rows]
 
