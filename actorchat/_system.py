@@ -70,6 +70,7 @@ from actorchat.errors import (
     MessageTooLong,
     NotFound,
     ProviderError,
+    StoreError,
     Timeout,
 )
 from actorchat.providers import Provider, create_provider
@@ -361,7 +362,13 @@ class ChatSystem:
         caller's request reaches its mailbox, and retrying would only
         activate another one.
         """
-        if self.store is not None and self.store.get_conversation(cid) is None:
+        if self.store is None:
+            return
+        try:
+            missing = self.store.get_conversation(cid) is None
+        except StoreError:
+            return  # stopping: the caller's retries end in ConversationCrashed
+        if missing:
             raise NotFound(f"no conversation {cid!r}")
 
     def _check_content(self, text: Any) -> str:

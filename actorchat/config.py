@@ -118,9 +118,12 @@ class Config:
 
     def validate(self) -> Config:
         """Check every field once; raise ``ConfigurationError`` naming it."""
-        # Config(data_dir="...") from Python: accept any path-like.
-        self.data_dir = Path(self.data_dir)
         problems: list[str] = []
+        # Config(data_dir="~/...") from Python: any path-like, as from a file.
+        try:
+            self.data_dir = Path(self.data_dir).expanduser()
+        except TypeError:
+            problems.append(f"data_dir: must be a path (got {self.data_dir!r})")
 
         def need(ok: bool, name: str, why: str) -> None:
             if not ok:

@@ -31,6 +31,9 @@ def test_a_config_built_in_python_takes_a_string_data_dir(tmp_path: Path) -> Non
 
     cfg = Config(data_dir=str(tmp_path / "d")).validate()  # type: ignore[arg-type]
     assert cfg.data_dir == tmp_path / "d"
+    assert Config(data_dir="~/x").validate().data_dir == Path("~/x").expanduser()  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="data_dir: must be a path"):
+        Config(data_dir=None).validate()  # type: ignore[arg-type]
 
 
 def test_defaults_need_no_file_or_key() -> None:
