@@ -143,3 +143,43 @@ def test_crashes_and_kills_during_broadcasts_lose_no_message(make_system) -> Non
         assert [m.role for m in history] == ["user", "assistant"] * 2
         assert all(m.finish_reason == "stop" for m in history if m.role == "assistant")
     assert system.stats()["crashes_total"] > 0
+
+
+def test_a_restart_burst_leaves_the_collector_on_and_freezes_no_ones_garbage(
+    make_system,
+) -> None:  # type: ignore[no-untyped-def]
+    # 1,000 restarts at once pause the collector around the respawn and
+    # freeze what it built; cyclic garbage that other greenlets make while
+    # the histories reload must still be collectable afterwards.
+    import gc
+    import weakref
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self
+
+    system = make_system()
+    ids = system.start_conversations(1000)
+    system.broadcast_message(ids, "hello", timeout=WAIT)
+    sub = system.subscribe(None, maxsize=100_000)
+    refs: list[weakref.ref[Node]] = []
+    stop = [False]
+
+    def litter() -> None:
+        while not stop[0]:
+            refs.append(weakref.ref(Node()))
+            gevent.sleep(0)
+
+    litterer = gevent.spawn(litter)
+    killed = system.kill_many(fraction=1.0)
+    assert len(killed) == 1000
+    pending = set(killed)
+    while pending:
+        event, _ = wait_for(sub, of_type(ConversationState, state="idle", reason="restarted"))
+        pending.discard(event.conversation_id)
+    stop[0] = True
+    litterer.join()
+    assert gc.isenabled()
+    assert refs
+    gc.collect()
+    assert not [r for r in refs if r() is not None], "garbage made during the burst was frozen"
