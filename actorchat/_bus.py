@@ -55,20 +55,11 @@ class Subscription:
         queue = self._queue
         n = len(queue)
         if n >= self.maxsize // 2:
-            last = queue[-1]
-            if (
-                type(event) is StreamContent
-                and type(last) is StreamContent
-                and last.message_id == event.message_id
-            ):
-                queue[-1] = StreamContent(
-                    event.conversation_id,
-                    event.message_id,
-                    last.content + event.content,
-                    event.index,
-                    last.index if last.first_index is None else last.first_index,
-                )
-                return
+            if n and type(event) is StreamContent:
+                merged = event.merged_after(queue[-1])
+                if merged is not None:
+                    queue[-1] = merged
+                    return
             if n >= self.maxsize:
                 self._close("overflow")
                 return

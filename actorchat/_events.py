@@ -89,6 +89,19 @@ class StreamContent(Event):
     index: int
     first_index: int | None = None
 
+    def merged_after(self, last: object) -> StreamContent | None:
+        """``last`` and this delta as one, or None if they belong to different replies.
+
+        For queues of slow readers (the bus's subscriptions, the server's
+        outboxes): no text is lost and the indexes stay gap-free.
+        """
+        if type(last) is not StreamContent or last.message_id != self.message_id:
+            return None
+        first = last.index if last.first_index is None else last.first_index
+        return StreamContent(
+            self.conversation_id, self.message_id, last.content + self.content, self.index, first
+        )
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "message_id": self.message_id,

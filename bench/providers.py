@@ -51,6 +51,7 @@ from typing import Any
 import gevent
 import requests
 import sseclient
+from _common import percentile
 
 from actorchat import ChatSystem, ModelConfig, StreamComplete, StreamContent, load_config
 from actorchat.providers import (
@@ -82,15 +83,6 @@ class Run:
     @property
     def rate(self) -> float:
         return self.chunks / self.elapsed if self.elapsed else 0.0
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (0..100)."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))
-    return ordered[k]
 
 
 def start_server(tokens: int, delay_ms: float) -> tuple[subprocess.Popen[str], str]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import pytest
 
 from actorchat import ModelConfig
 from actorchat.providers import ChatTurn, GenerationRequest, StreamEnd
@@ -11,6 +13,27 @@ from actorchat.testing import FakeServer
 
 #: Generous bound for waits that should take milliseconds.
 WAIT = 20.0
+
+S = TypeVar("S", bound=FakeServer)
+
+
+def fake_server_fixtures(cls: type[S]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """A test module's ``server`` (one ``cls`` per module) and its reset before each test.
+
+    Use as ``server, _fresh = fake_server_fixtures(FakeOpenAIServer)``.
+    """
+
+    @pytest.fixture(scope="module")
+    def server() -> Iterator[S]:
+        with cls() as srv:
+            yield srv
+
+    @pytest.fixture(autouse=True)
+    def _fresh(server: S) -> None:
+        server.reset()
+        server.api_key = None
+
+    return server, _fresh
 
 
 def model_for(server: FakeServer, provider: str, name: str = "m", **fields: Any) -> ModelConfig:

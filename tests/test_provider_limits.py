@@ -18,18 +18,9 @@ from actorchat.providers._limits import Limiter, TokenBucket
 from actorchat.testing import Behavior, FakeOpenAIServer
 from tests.conftest import make_config
 from tests.helpers import of_type, wait_for
-from tests.provider_helpers import WAIT, collect, model_for, request
+from tests.provider_helpers import WAIT, collect, fake_server_fixtures, model_for, request
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer() as srv:
-        yield srv  # type: ignore[misc]
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: FakeOpenAIServer) -> None:
-    server.reset()
+server, _fresh = fake_server_fixtures(FakeOpenAIServer)
 
 
 def limited(server: FakeOpenAIServer, **fields: Any) -> LimitedProvider:

@@ -16,19 +16,16 @@ from actorchat.providers import AnthropicProvider
 from actorchat.testing import Behavior, FakeAnthropicServer, RecordedRequest
 from tests.conftest import make_config
 from tests.helpers import of_type, wait_for
-from tests.provider_helpers import WAIT, collect, model_for, read_partial, request
+from tests.provider_helpers import (
+    WAIT,
+    collect,
+    fake_server_fixtures,
+    model_for,
+    read_partial,
+    request,
+)
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeAnthropicServer]:
-    with FakeAnthropicServer() as srv:
-        yield srv  # type: ignore[misc]
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: FakeAnthropicServer) -> None:
-    server.reset()
-    server.api_key = None
+server, _fresh = fake_server_fixtures(FakeAnthropicServer)
 
 
 def provider(server: FakeAnthropicServer, **fields: Any) -> AnthropicProvider:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,19 +12,9 @@ from actorchat.errors import ConfigurationError, ProviderError
 from actorchat.providers import OpenAIProvider, create_provider
 from actorchat.providers._context import estimate_tokens
 from actorchat.testing import Behavior, FakeOpenAIServer
-from tests.provider_helpers import collect, model_for, read_partial, request
+from tests.provider_helpers import collect, fake_server_fixtures, model_for, read_partial, request
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer() as srv:
-        yield srv  # type: ignore[misc]
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: FakeOpenAIServer) -> None:
-    server.reset()
-    server.api_key = None
+server, _fresh = fake_server_fixtures(FakeOpenAIServer)
 
 
 def provider(server: FakeOpenAIServer, **fields: object) -> OpenAIProvider:

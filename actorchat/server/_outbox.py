@@ -102,15 +102,9 @@ class Outbox:
         queue = self._queue
         n = len(queue)
         if n >= self.merge_at and type(entry) is StreamContent:
-            last = queue[-1]
-            if type(last) is StreamContent and last.message_id == entry.message_id:
-                queue[-1] = StreamContent(
-                    entry.conversation_id,
-                    entry.message_id,
-                    last.content + entry.content,
-                    entry.index,
-                    last.index if last.first_index is None else last.first_index,
-                )
+            merged = entry.merged_after(queue[-1])
+            if merged is not None:
+                queue[-1] = merged
                 self.merged += 1
                 return True
         if n >= self.maxsize:
