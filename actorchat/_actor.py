@@ -85,6 +85,11 @@ class Inbox:
     def empty(self) -> bool:
         return not self._items
 
+    @property
+    def parked(self) -> bool:
+        """Whether the reader is waiting on an empty inbox (not inside a handler)."""
+        return self._waiter is not None
+
     def __len__(self) -> int:
         return len(self._items) if self._items else 0
 
@@ -143,7 +148,7 @@ class GreenletActor(pykka.ThreadingActor):
     def __init__(self, *_args: Any, **_kwargs: Any) -> None:
         # Pykka's Actor.__init__ sets exactly these four fields.
         self.actor_urn = f"urn:actorchat:{type(self).__name__}:{next(_urns)}"
-        self.actor_inbox = Inbox()
+        self.actor_inbox: Inbox = Inbox()
         self.actor_stopped = Event()
         self._actor_ref = pykka.ActorRef(self)
 

@@ -67,6 +67,18 @@ class Subscription:
         if n == 0:
             self._ready.set()
 
+    def _put_many(self, events: list[StreamContent]) -> None:
+        """``_put`` each; one ``extend`` while the queue stays under half full."""
+        queue = self._queue
+        n = len(queue)
+        if n + len(events) <= self.maxsize // 2:
+            queue.extend(events)
+            if n == 0:
+                self._ready.set()
+            return
+        for event in events:
+            self._put(event)
+
     def _close(self, reason: str) -> None:
         if not self.closed:
             self.closed = True
@@ -143,6 +155,25 @@ class EventBus:
         if self._all:
             for sub in tuple(self._all):
                 sub._put(event)
+
+    def publish_deltas(self, events: list[StreamContent]) -> None:
+        """``publish`` for consecutive deltas of one reply, in one step.
+
+        A provider that has several tokens at once (the mock with no delay)
+        hands them over together; each is still its own event.
+        """
+        cid = events[0].conversation_id
+        self.published += len(events)
+        buf = self._replay.get(cid)
+        if buf is not None:
+            buf.extend(events)
+        subs = self._by_key.get(cid)
+        if subs:
+            for sub in tuple(subs) if len(subs) > 1 else subs:
+                sub._put_many(events)
+        if self._all:
+            for sub in tuple(self._all):
+                sub._put_many(events)
 
     def subscribe(
         self,

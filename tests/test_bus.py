@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from actorchat import ChatSystem, EventBus, StreamComplete, StreamContent, StreamStart, Usage
 from tests.helpers import WAIT, of_type, wait_for
 
@@ -71,3 +73,34 @@ def test_slow_subscriber_does_not_slow_the_actors(make_system) -> None:  # type:
     sub = system.subscribe(ids[1])
     system.post_message(ids[1], "again")
     wait_for(sub, of_type(StreamComplete))
+
+
+@pytest.mark.parametrize("maxsize", [1000, 10, 4, 1])
+def test_a_batch_of_deltas_arrives_exactly_as_one_at_a_time(maxsize: int) -> None:
+    def run(batched: bool) -> tuple[list[tuple[object, ...]], bool, list[int]]:
+        bus = EventBus()
+        sub = bus.subscribe("c1", maxsize=maxsize)
+        everyone = bus.subscribe(None, maxsize=maxsize)
+        bus.publish(StreamStart("c1", "m1", "mock", "u1"))
+        events = [StreamContent("c1", "m1", f"t{i} ", i) for i in range(25)]
+        if batched:
+            bus.publish_deltas(events[:3])
+            bus.publish_deltas(events[3:])
+        else:
+            for e in events:
+                bus.publish(e)
+        replay = [e.index for e in bus.in_progress("c1") if isinstance(e, StreamContent)]
+        got = [
+            (
+                type(e).__name__,
+                getattr(e, "content", ""),
+                getattr(e, "index", None),
+                getattr(e, "first_index", None),
+            )
+            for s in (sub, everyone)
+            for e in s.drain()
+        ]
+        return got, sub.closed, replay
+
+    assert run(batched=True) == run(batched=False)
+    assert run(batched=True)[2] == list(range(25))

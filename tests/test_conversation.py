@@ -123,6 +123,23 @@ def test_stream_events_are_ordered_gap_free_and_match_history(system: ChatSystem
     assert system.get_history(cid)[-1].content == text
 
 
+@pytest.mark.parametrize("delay_ms", [0.0, 1.0])
+def test_every_token_is_its_own_delta_with_or_without_delay(make_system, delay_ms: float) -> None:  # type: ignore[no-untyped-def]
+    # With no delay the mock hands its reply over as one batch; subscribers
+    # must not see the difference.
+    system = make_system(mock_tokens=15, mock_delay_ms=delay_ms)
+    cid = system.start_conversation()
+    events = list(system.stream_message(cid, "one token at a time", timeout=WAIT))
+    deltas = [e for e in events if isinstance(e, StreamContent)]
+    assert [d.index for d in deltas] == list(range(15))
+    assert all(d.first_index is None for d in deltas)
+    expected = MockProvider(tokens=15, delay_ms=0).reply_tokens(
+        GenerationRequest(ModelConfig("mock"), [ChatTurn("user", "one token at a time")])
+    )
+    assert [d.content for d in deltas] == expected
+    assert system.get_stats(cid).tokens_out == 15
+
+
 def test_cancel_keeps_the_partial_text(make_system) -> None:  # type: ignore[no-untyped-def]
     system = make_system(mock_delay_ms=20.0, mock_tokens=200)
     cid = system.start_conversation()

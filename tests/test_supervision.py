@@ -8,6 +8,9 @@ import pytest
 from actorchat import ChatSystem, ConversationState, StreamComplete, StreamContent, StreamStart
 from actorchat.config import ModelConfig
 from actorchat.errors import ConversationFailed
+from actorchat.stores import MemoryStore
+from actorchat.stores._base import Done
+from tests.conftest import make_config
 from tests.helpers import WAIT, of_type, wait_for
 
 
@@ -183,3 +186,35 @@ def test_a_restart_burst_leaves_the_collector_on_and_freezes_no_ones_garbage(
     assert refs
     gc.collect()
     assert not [r for r in refs if r() is not None], "garbage made during the burst was frozen"
+
+
+class _BuggyOnce(MemoryStore):
+    """Raises a non-store error (a bug) on the first reply it is asked to keep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def append_message_async(self, message, done: Done) -> None:  # type: ignore[no-untyped-def]
+        if message.role == "assistant" and not self.failed:
+            self.failed = True
+            raise RuntimeError("bug while storing a reply")
+        super().append_message_async(message, done)
+
+
+@pytest.mark.parametrize("delay_ms", [0.0, 5.0])
+def test_a_bug_while_finishing_a_reply_crashes_and_restarts_the_conversation(
+    tmp_path, delay_ms: float
+) -> None:  # type: ignore[no-untyped-def]
+    # The generation greenlet finishes a reply itself when its actor is idle:
+    # a bug there must still be a crash of the conversation, restarted, with
+    # the message answered afterwards.
+    store = _BuggyOnce()
+    with ChatSystem(make_config(tmp_path, mock_delay_ms=delay_ms), store=store) as system:
+        cid = system.start_conversation()
+        sub = system.subscribe(cid)
+        reply = system.send_message(cid, "answer me anyway", timeout=WAIT)
+        wait_for(sub, restarted(cid))
+        assert store.failed and reply
+        assert [m.role for m in system.get_history(cid)] == ["user", "assistant"]
+        assert system.get_stats(cid).restarts == 1

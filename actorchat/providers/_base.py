@@ -2,7 +2,10 @@
 
 A provider turns a ``GenerationRequest`` into a stream: ``str`` items are
 text deltas, in order, and the stream ends with exactly one ``StreamEnd``
-carrying usage and the finish reason. Built-in providers register through
+carrying usage and the finish reason. A ``tuple`` of ``str`` is several
+deltas that are ready at once (the mock with no delay has its whole reply
+at once): each is still its own delta, with its own index, but they cross
+the generator chain in one step instead of one per token. Built-in providers register through
 ``register_provider`` exactly as a third-party one would.
 
 A subclass MUST implement ``stream``. It MAY override ``close`` (release
@@ -87,7 +90,7 @@ class StreamEnd:
     usage: Usage = field(default_factory=Usage)
 
 
-StreamItem = str | StreamEnd
+StreamItem = str | tuple[str, ...] | StreamEnd
 
 
 class Provider(ABC):

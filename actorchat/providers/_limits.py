@@ -33,7 +33,7 @@ from gevent.event import Event
 
 from actorchat.config import ModelConfig
 from actorchat.errors import ActorchatError, Overloaded, Timeout
-from actorchat.providers._base import GenerationRequest, Provider, StreamItem
+from actorchat.providers._base import GenerationRequest, Provider, StreamEnd, StreamItem
 from actorchat.providers._http import HttpProvider
 
 __all__ = ["LimitedProvider", "Limiter", "TokenBucket"]
@@ -209,7 +209,7 @@ class LimitedProvider(Provider):
         inner = self.inner.stream(request)
         try:
             for item in inner:
-                if type(item) is not str:
+                if type(item) is StreamEnd:
                     # Counted here: the conversation closes the stream
                     # as soon as it has the end, without reading on.
                     self.completed += 1

@@ -155,10 +155,18 @@ class MockProvider(Provider):
             crash_at = self._chaos.randrange(self.tokens)
         tokens, prompt = self._reply(request)
         delay = self.delay
+        if not delay:
+            # Nothing to wait for: the reply goes out as one batch of deltas.
+            if 0 <= crash_at < len(tokens):
+                if crash_at:
+                    yield tokens[:crash_at]
+                raise MockCrash("simulated crash (mock crash_rate)")
+            yield tokens
+            yield StreamEnd("stop", Usage(prompt, len(tokens)))
+            return
         sleep = gevent.sleep
         for i, token in enumerate(tokens):
-            if delay:
-                sleep(delay)
+            sleep(delay)
             if i == crash_at:
                 raise MockCrash("simulated crash (mock crash_rate)")
             yield token
