@@ -808,10 +808,18 @@ class ConversationActor(GreenletActor):
             attempt=turn.attempt,
             conversation_id=info.id,
         )
-        gen.greenlet = gevent.spawn_raw(self._generate, gen, provider, request)
+        if provider.waits():
+            gen.greenlet = gevent.spawn_raw(self._generate, gen, provider, request)
+        else:
+            # Never yields, so nothing could interleave: run it here.
+            self._generate(gen, provider, request)
 
     def _generate(self, gen: Generation, provider: Provider, request: GenerationRequest) -> None:
-        """Body of a generation greenlet: stream, publish, then tell the actor."""
+        """Body of a generation greenlet: stream, publish, then finish or tell the actor.
+
+        Also run in place for a provider that never waits (``Provider.waits``);
+        either way every failure ends here, never in the caller.
+        """
         kind, value = "done", None
         core = self.core
         assert core is not None

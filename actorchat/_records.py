@@ -26,7 +26,7 @@ os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(16)))
 
 def new_id() -> str:
     """A fresh opaque id: 16 hex characters, unique across processes."""
-    return f"{_ids.getrandbits(64):016x}"
+    return _ids.randbytes(8).hex()
 
 
 _iso_second: tuple[int, str] = (-1, "")

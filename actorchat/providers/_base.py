@@ -9,7 +9,8 @@ the generator chain in one step instead of one per token. Built-in providers reg
 ``register_provider`` exactly as a third-party one would.
 
 A subclass MUST implement ``stream``. It MAY override ``close`` (release
-pools) and ``check`` (readiness). Rules the conversation relies on:
+pools), ``check`` (readiness) and ``waits`` (False only if ``stream`` never
+waits). Rules the conversation relies on:
 
 - ``stream`` is a generator: the conversation may stop iterating at any
   point (a cancel, a crash) and the generator is then closed, so an HTTP
@@ -102,6 +103,16 @@ class Provider(ABC):
     @abstractmethod
     def stream(self, request: GenerationRequest) -> Iterator[StreamItem]:
         """Yield text deltas then one ``StreamEnd``; raise ``ProviderError`` on failure."""
+
+    def waits(self) -> bool:
+        """Whether ``stream`` can wait (network, sleep, a pool slot).
+
+        A provider whose stream never waits (the mock with no delay) says
+        False: its generations then run to the end where they start, without
+        a greenlet of their own -- one could not interleave with anything
+        anyway, and creating and ending a greenlet cost ~15 us per reply.
+        """
+        return True
 
     def stats(self) -> dict[str, Any]:
         """Counters for operators (in flight, queued, retries, errors...); may be empty."""

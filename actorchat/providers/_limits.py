@@ -225,6 +225,10 @@ class LimitedProvider(Provider):
                 close()
             limiter.release()
 
+    def waits(self) -> bool:
+        # A limited model may wait for a slot or a rate token.
+        return self.limited or self.inner.waits()
+
     def check(self) -> bool:
         return self.inner.check()
 
