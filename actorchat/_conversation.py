@@ -565,6 +565,8 @@ class ConversationActor(GreenletActor):
         # leave its caller waiting forever. Stopped on request (stop_conversation,
         # or passivation raced by a sender), the supervisor hands them to a
         # successor; at shutdown or for a missing conversation they fail.
+        if self.actor_inbox.empty():
+            return  # the usual case, and Pykka's version would find nothing either
         envelopes = []
         while not self.actor_inbox.empty():
             envelopes.append(self.actor_inbox.get())
