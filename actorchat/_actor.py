@@ -151,6 +151,8 @@ class GreenletActor(pykka.ThreadingActor):
         self.actor_inbox: Inbox = Inbox()
         self.actor_stopped = Event()
         self._actor_ref = pykka.ActorRef(self)
+        #: The greenlet running the actor's loop (set by ``start_loop``).
+        self.actor_greenlet: Any = None
 
     @staticmethod
     def _create_actor_inbox() -> Inbox:
@@ -161,7 +163,7 @@ class GreenletActor(pykka.ThreadingActor):
         return GeventFuture()
 
     def _start_actor_loop(self) -> None:
-        gevent.spawn_raw(self._actor_loop)
+        self.actor_greenlet = gevent.spawn_raw(self._actor_loop)
 
     def _stop(self) -> None:
         # Pykka's version also unregisters from its ActorRegistry (we never

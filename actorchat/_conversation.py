@@ -207,6 +207,7 @@ class Generation:
     __slots__ = (
         "cancelled",
         "chunks",
+        "ended",
         "finishing",
         "first_token_at",
         "greenlet",
@@ -214,6 +215,7 @@ class Generation:
         "index",
         "model",
         "started",
+        "streamed",
         "turn",
     )
 
@@ -227,6 +229,10 @@ class Generation:
         self.first_token_at = 0.0
         self.greenlet: Any = None
         self.cancelled = False
+        # The provider's stream is over: nothing left to cancel.
+        self.streamed = False
+        # Ended by a crash (its StreamComplete is out): a late store callback is ignored.
+        self.ended = False
         # Set once the reply is being stored: it will complete normally.
         self.finishing = False
 
@@ -484,6 +490,7 @@ class ConversationActor(GreenletActor):
         self._pending: dict[str, Send] = {}
         self.stop_reason = ""
         self.last_active = time.time()
+        self._starting = False  # a _maybe_start loop is on the stack
 
     # Pykka hooks -------------------------------------------------------------
 
@@ -676,7 +683,7 @@ class ConversationActor(GreenletActor):
         core = self.core
         assert core is not None
         gen = core.current
-        if gen is None or gen.finishing:
+        if gen is None or gen.finishing or gen.streamed:
             return False
         if msg.message_id is not None and msg.message_id != gen.id:
             return False
@@ -777,10 +784,29 @@ class ConversationActor(GreenletActor):
     # Generations ---------------------------------------------------------------
 
     def _maybe_start(self) -> None:
+        """Start queued replies while none is running.
+
+        A loop, not a recursion: a reply that ends at once (an unknown model,
+        a provider that never waits, a store that calls back at once) would
+        otherwise start the next one a few frames deeper each time, and a
+        queue of 100 turns came close to Python's recursion limit. Called
+        again while the loop is on the stack, it returns: the loop looks again.
+        """
+        if self._starting:
+            return
+        self._starting = True
+        try:
+            while self._start_next():
+                pass
+        finally:
+            self._starting = False
+
+    def _start_next(self) -> bool:
+        """Start the next queued reply; True if it already ended (try the next)."""
         core = self.core
         assert core is not None
         if core.current is not None or not core.queue:
-            return
+            return False
         deps = self.deps
         turn = core.queue.pop(0)
         gen = core.begin(turn, time.time())
@@ -791,8 +817,7 @@ class ConversationActor(GreenletActor):
             err = ProviderError(f"no model named {gen.model!r} is configured")
             deps.bus.publish(ErrorEvent(core.info.id, err.code, str(err), gen.id))
             self._complete(gen, "error", Usage(estimated=True))
-            self._maybe_start()
-            return
+            return True
         model_cfg = deps.models.get(gen.model)
         info = core.info
         system_prompt = (
@@ -810,17 +835,20 @@ class ConversationActor(GreenletActor):
             attempt=turn.attempt,
             conversation_id=info.id,
         )
-        if provider.waits():
-            gen.greenlet = gevent.spawn_raw(self._generate, gen, provider, request)
-        else:
-            # Never yields, so nothing could interleave: run it here.
+        if not provider.waits() and gevent.getcurrent() is self.actor_greenlet:
+            # A stream that never yields, started by the actor itself: nothing
+            # could interleave with it, so it needs no greenlet of its own.
             self._generate(gen, provider, request)
+            return True
+        gen.greenlet = gevent.spawn_raw(self._generate, gen, provider, request)
+        return False
 
     def _generate(self, gen: Generation, provider: Provider, request: GenerationRequest) -> None:
         """Body of a generation greenlet: stream, publish, then finish or tell the actor.
 
-        Also run in place for a provider that never waits (``Provider.waits``);
-        either way every failure ends here, never in the caller.
+        Also run by the actor itself for a provider that never waits
+        (``Provider.waits``); then it finishes the reply at once, and a crash
+        is the actor's own.
         """
         kind, value = "done", None
         core = self.core
@@ -863,12 +891,22 @@ class ConversationActor(GreenletActor):
             kind, value = "crash", exc
         except BaseException as exc:  # noqa: BLE001 - killed from outside: a crash too
             kind, value = "crash", ConversationCrashed(f"generation killed: {exc!r}")
+        gen.streamed = True
         if gen.cancelled and kind != "crash":
             kind = "cancelled" if kind != "done" else kind
         done = _GenDone(gen, kind, value)
-        if kind != "crash" and self.actor_inbox.parked and not self.actor_stopped.is_set():
-            # The actor waits on an empty mailbox, so it is in no handler:
-            # finishing here, without yielding, is what it would do next,
+        if gen.greenlet is None:  # run by the actor itself (in place)
+            self._on_gen_done(done)
+            return
+        if (
+            kind != "crash"
+            and self.actor_inbox.parked
+            and self.deps.store.callbacks_never_wait
+            and not self.actor_stopped.is_set()
+        ):
+            # The actor waits on an empty mailbox, so it is in no handler, and
+            # finishing (handing the reply to a store that only queues it)
+            # cannot yield: doing it here is what the actor would do next,
             # minus one mailbox hop and two greenlet switches per reply.
             self.last_active = time.time()
             try:
@@ -888,7 +926,7 @@ class ConversationActor(GreenletActor):
             # Like gevent.kill, but checked again when the hub runs it: by
             # then the generation may have finished, and a throw into a dead
             # greenlet raises in the hub (a traceback on stderr).
-            gevent.get_hub().loop.run_callback(_throw_cancel, g)
+            gevent.get_hub().loop.run_callback(_throw_cancel, g, gen)
 
     def _complete(self, gen: Generation, reason: str, usage: Usage) -> None:
         """Store the reply; once durable, publish its one completion."""
@@ -909,6 +947,8 @@ class ConversationActor(GreenletActor):
         self, gen: Generation, message: Message, replaces: Message | None, error: StoreError | None
     ) -> None:
         """Continuation of ``_complete``; runs on the store's completion, without yielding."""
+        if gen.ended:
+            return  # a crash already ended it (a store that raised after queuing the write)
         core = self.core
         assert core is not None
         deps = self.deps
@@ -944,6 +984,7 @@ class ConversationActor(GreenletActor):
             return
         core = self.core
         assert core is not None
+        gen.ended = True
         self.deps.metrics.generating -= 1
         core.current = None
         usage = Usage(0, len(gen.chunks), estimated=True)
@@ -985,9 +1026,9 @@ class ConversationActor(GreenletActor):
         sup.tell(ChildFailed(self.conversation_id, self, reason, inbox, waiters))
 
 
-def _throw_cancel(g: Any) -> None:
-    """Raise ``GenerationCancelled`` in a generation greenlet still suspended."""
-    if g and not g.dead:
+def _throw_cancel(g: Any, gen: Generation) -> None:
+    """Raise ``GenerationCancelled`` in a generation greenlet still streaming."""
+    if g and not g.dead and not gen.streamed:
         g.throw(GenerationCancelled)
 
 

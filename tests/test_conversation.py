@@ -12,6 +12,7 @@ from actorchat import (
     StreamContent,
     StreamStart,
 )
+from actorchat._conversation import Cancel, Send
 from actorchat.config import ModelConfig
 from actorchat.errors import InvalidRequest, MessageTooLong, NotFound
 from actorchat.providers import ChatTurn, GenerationRequest, MockProvider
@@ -138,6 +139,22 @@ def test_every_token_is_its_own_delta_with_or_without_delay(make_system, delay_m
     )
     assert [d.content for d in deltas] == expected
     assert system.get_stats(cid).tokens_out == 15
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_cancel_behind_an_instant_reply_finds_nothing_to_cancel(make_system, store: str) -> None:  # type: ignore[no-untyped-def]
+    # A model that never waits has streamed the whole reply before the actor
+    # reads the cancel: cancel says so, and the reply ends "stop", whole.
+    system = make_system(store=store, mock_tokens=5)
+    cid = system.start_conversation()
+    sub = system.subscribe(cid)
+    ref = system._route(cid)
+    ref.tell(Send("hello", "local"))
+    assert ref.ask(Cancel(None), timeout=WAIT) is False
+    complete, _ = wait_for(sub, of_type(StreamComplete))
+    assert isinstance(complete, StreamComplete) and complete.finish_reason == "stop"
+    assert complete.message is not None
+    assert complete.message.content == expected_reply([("user", "hello")], tokens=5)
 
 
 def test_cancel_keeps_the_partial_text(make_system) -> None:  # type: ignore[no-untyped-def]

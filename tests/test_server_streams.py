@@ -140,19 +140,8 @@ def test_slow_client_gets_merged_deltas_without_gaps(tmp_path: Path) -> None:
         assert frames[-2]["data"]["index"] == 19_999
 
 
-#: Tokens a little apart, as from a real model: each goes out as its own frame
-#: while the client's socket takes them, until the socket is full.
-TRICKLE_MOCK = {
-    "mock": ModelConfig(
-        "mock", provider="mock", model="mock", max_tokens=50_000, options={"delay_ms": 0.001}
-    )
-}
-
-
 def test_client_that_stays_behind_is_closed_1008(tmp_path: Path) -> None:
-    with running_server(
-        tmp_path, mock_tokens=20_000, outbound_queue=64, models=TRICKLE_MOCK
-    ) as srv:
+    with running_server(tmp_path, mock_tokens=20_000, outbound_queue=64, models=LONG_MOCK) as srv:
         assert srv.chat is not None
         small = ((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
         stuck = Client(srv, sockopt=small)

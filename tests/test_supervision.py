@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import gevent
 import pytest
+from gevent.event import Event as GEvent
 
 from actorchat import ChatSystem, ConversationState, StreamComplete, StreamContent, StreamStart
+from actorchat._conversation import Send
+from actorchat._records import Usage
 from actorchat.config import ModelConfig
-from actorchat.errors import ConversationFailed
-from actorchat.stores import MemoryStore
+from actorchat.errors import ConversationFailed, StoreError
+from actorchat.providers import MockProvider, Provider, StreamEnd
+from actorchat.stores import MemoryStore, SQLiteStore
 from actorchat.stores._base import Done
 from tests.conftest import make_config
 from tests.helpers import WAIT, of_type, wait_for
@@ -218,3 +222,147 @@ def test_a_bug_while_finishing_a_reply_crashes_and_restarts_the_conversation(
         assert store.failed and reply
         assert [m.role for m in system.get_history(cid)] == ["user", "assistant"]
         assert system.get_stats(cid).restarts == 1
+
+
+class _Gate(Provider):
+    """A model that waits (as one over the network would) until ``release`` is set."""
+
+    name = "gate"
+
+    def __init__(self) -> None:
+        self.started = GEvent()
+        self.release = GEvent()
+
+    def stream(self, request):  # type: ignore[no-untyped-def]
+        self.started.set()
+        self.release.wait()
+        yield "gated"
+        yield " reply"
+        yield StreamEnd("stop", Usage(1, 2))
+
+
+_TWO_MODELS = {
+    "gate": ModelConfig("gate", provider="mock", model="mock"),
+    "fast": ModelConfig("fast", provider="mock", model="mock"),
+}
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_long_queue_of_instant_replies_behind_a_slow_one(tmp_path, store: str) -> None:  # type: ignore[no-untyped-def]
+    # The slow reply finishes from its own greenlet; every queued reply from
+    # a model that never waits then ends at once. Starting them must not nest
+    # one call deeper per reply (200 turns once hit the recursion limit).
+    gate = _Gate()
+    config = make_config(tmp_path, store=store, models=_TWO_MODELS, max_queued_messages=250)
+    fast = MockProvider(tokens=3, delay_ms=0)
+    with ChatSystem(config, providers={"gate": gate, "fast": fast}) as system:
+        cid = system.start_conversation(model="gate")
+        sub = system.subscribe(cid, maxsize=1_000_000)
+        system.post_message(cid, "first")
+        assert gate.started.wait(WAIT)
+        system.update_conversation(cid, model="fast")
+        for i in range(200):
+            system.post_message(cid, f"q{i}")
+        gate.release.set()
+        for _ in range(201):
+            wait_for(sub, of_type(StreamComplete, finish_reason="stop"))
+        history = system.get_history(cid)
+        assert [m.content for m in history if m.role == "user"] == ["first"] + [
+            f"q{i}" for i in range(200)
+        ]
+        assert sum(m.role == "assistant" for m in history) == 201
+        assert system.get_stats(cid).restarts == 0
+
+
+class _WaitingStore(MemoryStore):
+    """Its writes wait (I/O off the hub), through the default ``append_message_async``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = GEvent()
+        self.release = GEvent()
+
+    def append_message(self, message) -> None:  # type: ignore[no-untyped-def]
+        if message.role == "assistant" and not self.entered.is_set():
+            self.entered.set()
+            try:
+                self.release.wait()
+            except Exception as exc:
+                raise StoreError(f"write failed: {exc!r}") from exc
+        super().append_message(message)
+
+
+@pytest.mark.parametrize("action", ["cancel", "kill"])
+def test_a_reply_being_stored_by_a_store_that_waits_ends_exactly_once(
+    tmp_path, action: str
+) -> None:  # type: ignore[no-untyped-def]
+    # The store may yield while it keeps the reply: the actor answers other
+    # requests meanwhile, and a cancel or a crash then must not end the
+    # reply a second time or call its waiter twice.
+    gate, store = _Gate(), _WaitingStore()
+    config = make_config(tmp_path, models=_TWO_MODELS)
+    with ChatSystem(config, store=store, providers={"gate": gate}) as system:
+        cid = system.start_conversation(model="gate")
+        sub = system.subscribe(cid, maxsize=1_000_000)
+        replies: list[object] = []
+        got = GEvent()
+
+        def done(value: object) -> None:
+            replies.append(value)
+            got.set()
+
+        system._tell(cid, Send("hello", "local", None, done))
+        assert gate.started.wait(WAIT)
+        gate.release.set()
+        assert store.entered.wait(WAIT)
+        if action == "cancel":
+            assert system.cancel(cid) is False  # nothing left to cancel
+        else:
+            assert system.kill(cid)
+        store.release.set()
+        assert got.wait(WAIT)
+        completes: dict[str, int] = {}
+        while True:
+            event = sub.get(0.5 if completes else WAIT)
+            if event is None:
+                break
+            if isinstance(event, StreamComplete):
+                completes[event.message_id] = completes.get(event.message_id, 0) + 1
+        assert completes and set(completes.values()) == {1}
+        assert len(replies) == 1
+        history = system.get_history(cid)
+        assert [(m.role, m.finish_reason) for m in history] == [
+            ("user", None),
+            ("assistant", "stop"),
+        ]
+
+
+class _RaisesAfterQueuing(SQLiteStore):
+    failed = False
+
+    def append_message_async(self, message, done: Done) -> None:  # type: ignore[no-untyped-def]
+        super().append_message_async(message, done)
+        if message.role == "assistant" and not self.failed:
+            self.failed = True
+            raise RuntimeError("bug after queuing the reply")
+
+
+def test_a_store_bug_after_queuing_a_reply_still_ends_it_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = make_config(tmp_path)
+    store = _RaisesAfterQueuing(config.data_dir / "bug.sqlite3")
+    with ChatSystem(config, store=store) as system:
+        cid = system.start_conversation()
+        sub = system.subscribe(cid, maxsize=1_000_000)
+        calls: list[object] = []
+        system._tell(cid, Send("hi", "local", None, calls.append))
+        events = []
+        while not any(isinstance(e, ConversationState) and e.reason == "restarted" for e in events):
+            event = sub.get(WAIT)
+            assert event is not None, "no restart"
+            events.append(event)
+        while (event := sub.get(0.5)) is not None:  # whatever else is still coming
+            events.append(event)
+        completes = [e.message_id for e in events if isinstance(e, StreamComplete)]
+        assert completes and len(set(completes)) == len(completes)
+        assert len(calls) == 1
+        assert [m.role for m in system.get_history(cid)] == ["user", "assistant"]

@@ -99,8 +99,8 @@ _WORDS = [
 _ENDINGS = (".", ".", ".", "!", "?", ";")
 
 
-# Replies remembered per provider: contexts up to this many characters, and
-# up to this many of them (then the memo starts again).
+# Replies remembered per provider: contexts (system prompt included) up to
+# this many characters, and up to this many of them (then the memo starts again).
 _MEMO_CHARS = 4096
 _MEMO_ENTRIES = 4096
 
@@ -156,7 +156,7 @@ class MockProvider(Provider):
         """
         messages = request.messages
         key = None
-        if sum(len(t.content) for t in messages) <= _MEMO_CHARS:
+        if len(request.system_prompt) + sum(len(t.content) for t in messages) <= _MEMO_CHARS:
             key = (tuple(messages), request.system_prompt, request.attempt, request.max_tokens)
             hit = self._memo.get(key)
             if hit is not None:

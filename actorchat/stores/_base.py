@@ -14,7 +14,10 @@ Contract the conversations rely on:
   without yielding inside ``done``'s caller: conversations use them so that
   they never wait on the disk. ``done`` must never call a blocking store
   method (it may run on the store's own writer). The defaults here run the
-  synchronous method and call ``done`` at once.
+  synchronous method and call ``done`` at once. A store whose ``*_async``
+  methods never yield (they only queue, or need no I/O) sets
+  ``callbacks_never_wait``: a finished reply is then handed over by its
+  generation directly, one mailbox hop fewer.
 - ``load`` returns the conversation and its *active* messages in turn order
   (a regenerated reply replaces the one before it, which stays stored as an
   earlier version and is listed by ``messages(versions=True)``).
@@ -37,6 +40,10 @@ Done = Callable[[StoreError | None], None]
 
 class Store(ABC):
     """Base class of conversation stores (seed 004's SessionStore, extended)."""
+
+    #: True only if ``append_message_async`` and ``supersede_message_async``
+    #: never yield to other greenlets (see the module docstring).
+    callbacks_never_wait: bool = False
 
     def open(self) -> None:  # noqa: B027 - optional hook
         """Prepare for use (create files, run migrations)."""

@@ -18,6 +18,8 @@ def _order(m: Message) -> tuple[int, int]:
 class MemoryStore(Store):
     """Keeps copies, so callers cannot change what was stored by accident."""
 
+    callbacks_never_wait = True  # no I/O at all
+
     def __init__(self) -> None:
         self._convs: dict[str, Conversation] = {}
         self._msgs: dict[str, list[Message]] = {}

@@ -18,6 +18,7 @@ import functools
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ from actorchat.stores._base import Done, Store
 __all__ = ["SQLiteStore"]
 
 log = logging.getLogger("actorchat.store")
+
+# Longest the writer greenlet runs store completions before it yields, s.
+_COMPLETION_SLICE = 0.005
 
 # Each entry upgrades the schema by one version (PRAGMA user_version).
 MIGRATIONS: tuple[str, ...] = (
@@ -159,6 +163,8 @@ class _Op:
 class SQLiteStore(Store):
     """SQLite with WAL, migrations, and group commit on one writer thread."""
 
+    callbacks_never_wait = True  # they only queue for the writer thread
+
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
         self.path = Path(path)
         self.synchronous = synchronous.upper()
@@ -268,7 +274,14 @@ class SQLiteStore(Store):
                 outcomes = [(False, err)] * len(batch)
             self.batches += 1
             self.ops += len(batch)
-            for op, (ok, value) in zip(batch, outcomes, strict=True):
+            slice_end = time.perf_counter() + _COMPLETION_SLICE
+            for k, (op, (ok, value)) in enumerate(zip(batch, outcomes, strict=True)):
+                if not k & 255 and time.perf_counter() > slice_end:
+                    # A batch can hold 100,000 completions, each setting off
+                    # work (a reply starts): let sockets and timers run
+                    # between slices. Order is kept; new writes queue meanwhile.
+                    gevent.sleep(0)
+                    slice_end = time.perf_counter() + _COMPLETION_SLICE
                 done = op.done
                 if done is not None:
                     try:
