@@ -169,6 +169,16 @@ class _GenDone:
         self.value = value
 
 
+class _Stored:
+    """A user message is durable and acknowledged: queue its reply (the actor's part)."""
+
+    __slots__ = ("user", "waiter")
+
+    def __init__(self, user: Message, waiter: Callback | None) -> None:
+        self.user = user
+        self.waiter = waiter
+
+
 class _Raise:
     """Crash with ``error``: a failure found outside the actor's own greenlet."""
 
@@ -579,8 +589,16 @@ class ConversationActor(GreenletActor):
             envelopes.append(self.actor_inbox.get())
         leftovers = []
         for envelope in envelopes:
-            if isinstance(envelope.message, Send | Regenerate):
+            message = envelope.message
+            if isinstance(message, Send | Regenerate):
                 leftovers.append(envelope)
+            elif type(message) is _Stored:
+                # Durable and acknowledged; the next activation answers it.
+                # Its waiter fails like those of messages still being stored.
+                _call(
+                    message.waiter,
+                    ConversationError(f"conversation stopped ({self.stop_reason or 'stopped'})"),
+                )
             else:
                 self.actor_inbox.put(envelope)  # Pykka's teardown answers these
         super()._actor_loop_teardown()
@@ -619,6 +637,8 @@ class ConversationActor(GreenletActor):
         if isinstance(message, Send | Regenerate):
             _call(message.on_ack, exc)
             _call(message.on_done, exc)
+        elif isinstance(message, _Stored):
+            _call(message.waiter, exc)
         elif not isinstance(message, _GenDone | _Raise | Passivate):
             raise exc
 
@@ -640,7 +660,13 @@ class ConversationActor(GreenletActor):
         self.deps.store.append_message_async(user, partial(self._user_stored, user, msg))
 
     def _user_stored(self, user: Message, msg: Send, error: StoreError | None) -> None:
-        """Continuation of ``_on_send``; runs on the store's completion, without yielding."""
+        """Continuation of ``_on_send``; runs on the store's completion, without yielding.
+
+        Acknowledges at once; queueing the reply is the actor's own work, so
+        from another greenlet (the SQLite writer's) it goes by a message: a
+        reply then starts on the actor's greenlet, as a provider that never
+        waits needs, and the writer never runs replies itself.
+        """
         self._pending.pop(user.id, None)
         deps = self.deps
         if error is not None:
@@ -650,12 +676,23 @@ class ConversationActor(GreenletActor):
         deps.metrics.messages += 1
         deps.bus.publish(MessageReceived(user.conversation_id, user))
         _call(msg.on_ack, user)
-        core = self.core
-        if core is None or self.actor_stopped.is_set():
+        if self.core is None or self.actor_stopped.is_set():
             return  # durable: a successor answers it (its waiter was handed over)
+        waiter, msg.on_done = msg.on_done, None
+        if gevent.getcurrent() is self.actor_greenlet:
+            self._queue_reply(user, waiter)
+        else:
+            self.actor_ref.tell(_Stored(user, waiter))  # alive: checked just above
+
+    def _on_stored(self, msg: _Stored) -> None:
+        self._queue_reply(msg.user, msg.waiter)
+
+    def _queue_reply(self, user: Message, waiter: Callback | None) -> None:
+        core = self.core
+        assert core is not None
         core.add(user)
-        waiters = [msg.on_done] if msg.on_done is not None else None
-        core.queue.append(Turn(user, core.info.model or deps.config.default_model, waiters))
+        waiters = [waiter] if waiter is not None else None
+        core.queue.append(Turn(user, core.info.model or self.deps.config.default_model, waiters))
         self._maybe_start()
 
     def _on_regenerate(self, msg: Regenerate) -> None:
@@ -1017,7 +1054,15 @@ class ConversationActor(GreenletActor):
                 send.on_done = None
         inbox: list[Any] = []
         while not self.actor_inbox.empty():
-            inbox.append(self.actor_inbox.get())
+            envelope = self.actor_inbox.get()
+            message = envelope.message
+            if type(message) is _Stored:
+                # Durable and acknowledged: the successor finds it unanswered
+                # in the store and answers it; only its waiter moves.
+                if message.waiter is not None:
+                    waiters.setdefault(message.user.id, []).append(message.waiter)
+                continue
+            inbox.append(envelope)
         sup = self.deps.supervisor
         if sup is None:
             return
@@ -1046,4 +1091,5 @@ _HANDLERS: dict[type, Callable[[ConversationActor, Any], Any]] = {
     Ping: ConversationActor._on_ping,
     _GenDone: ConversationActor._on_gen_done,
     _Raise: ConversationActor._on_raise,
+    _Stored: ConversationActor._on_stored,
 }

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gevent
 import pytest
 from gevent.event import Event as GEvent
 
 from actorchat import ChatSystem, ConversationState, StreamComplete, StreamContent, StreamStart
-from actorchat._conversation import Send
+from actorchat._conversation import Kill, Send, Shutdown
 from actorchat._records import Usage
 from actorchat.config import ModelConfig
-from actorchat.errors import ConversationFailed, StoreError
+from actorchat.errors import ConversationError, ConversationFailed, StoreError
 from actorchat.providers import MockProvider, Provider, StreamEnd
 from actorchat.stores import MemoryStore, SQLiteStore
 from actorchat.stores._base import Done
@@ -365,4 +367,60 @@ def test_a_store_bug_after_queuing_a_reply_still_ends_it_once(tmp_path) -> None:
         completes = [e.message_id for e in events if isinstance(e, StreamComplete)]
         assert completes and len(set(completes)) == len(completes)
         assert len(calls) == 1
+        assert [m.role for m in system.get_history(cid)] == ["user", "assistant"]
+
+
+class _InterruptsTheAck(SQLiteStore):
+    """Right before a user message's completion, tells the actor ``interrupt``.
+
+    So the actor finds ``interrupt`` in its mailbox ahead of the hand-over of
+    the durable message: the window between "stored" and "queued".
+    """
+
+    def __init__(self, path: object, interrupt: object) -> None:
+        super().__init__(path)  # type: ignore[arg-type]
+        self.interrupt = interrupt
+        self.ref: Any = None
+
+    def append_message_async(self, message, done: Done) -> None:  # type: ignore[no-untyped-def]
+        def completed(error: StoreError | None) -> None:
+            if self.ref is not None and message.role == "user":
+                self.ref.tell(self.interrupt)
+                self.ref = None
+            done(error)
+
+        super().append_message_async(message, completed)
+
+
+def test_a_crash_between_storing_and_queueing_a_message_loses_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = make_config(tmp_path)
+    store = _InterruptsTheAck(config.data_dir / "x.sqlite3", Kill())
+    with ChatSystem(config, store=store) as system:
+        cid = system.start_conversation()
+        sub = system.subscribe(cid, maxsize=1_000_000)
+        store.ref = system._route(cid)
+        reply = system.send_message(cid, "answer me after the crash", timeout=WAIT)
+        wait_for(sub, restarted(cid))
+        history = system.get_history(cid)
+        assert [(m.role, m.content) for m in history] == [
+            ("user", "answer me after the crash"),
+            ("assistant", reply),
+        ]
+        assert system.get_stats(cid).restarts == 1
+
+
+def test_a_stop_between_storing_and_queueing_a_message_fails_its_waiter_then_answers(
+    tmp_path,
+) -> None:  # type: ignore[no-untyped-def]
+    config = make_config(tmp_path)
+    store = _InterruptsTheAck(config.data_dir / "x.sqlite3", Shutdown())
+    with ChatSystem(config, store=store) as system:
+        cid = system.start_conversation()
+        store.ref = system._route(cid)
+        with pytest.raises(ConversationError):
+            system.send_message(cid, "stored, then stopped", timeout=WAIT)
+        # Durable and acknowledged: the next activation answers it.
+        sub = system.subscribe(cid)
+        system.get_stats(cid)
+        wait_for(sub, of_type(StreamComplete, finish_reason="stop"))
         assert [m.role for m in system.get_history(cid)] == ["user", "assistant"]
