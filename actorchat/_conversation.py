@@ -169,14 +169,15 @@ class _GenDone:
         self.value = value
 
 
-class _Stored:
-    """A user message is durable and acknowledged: queue its reply (the actor's part)."""
+class _RunInPlace:
+    """Run a reply that was started on another greenlet (a store's) on the actor's own."""
 
-    __slots__ = ("user", "waiter")
+    __slots__ = ("gen", "provider", "request")
 
-    def __init__(self, user: Message, waiter: Callback | None) -> None:
-        self.user = user
-        self.waiter = waiter
+    def __init__(self, gen: Generation, provider: Provider, request: GenerationRequest) -> None:
+        self.gen = gen
+        self.provider = provider
+        self.request = request
 
 
 class _Raise:
@@ -589,16 +590,8 @@ class ConversationActor(GreenletActor):
             envelopes.append(self.actor_inbox.get())
         leftovers = []
         for envelope in envelopes:
-            message = envelope.message
-            if isinstance(message, Send | Regenerate):
+            if isinstance(envelope.message, Send | Regenerate):
                 leftovers.append(envelope)
-            elif type(message) is _Stored:
-                # Durable and acknowledged; the next activation answers it.
-                # Its waiter fails like those of messages still being stored.
-                _call(
-                    message.waiter,
-                    ConversationError(f"conversation stopped ({self.stop_reason or 'stopped'})"),
-                )
             else:
                 self.actor_inbox.put(envelope)  # Pykka's teardown answers these
         super()._actor_loop_teardown()
@@ -637,9 +630,7 @@ class ConversationActor(GreenletActor):
         if isinstance(message, Send | Regenerate):
             _call(message.on_ack, exc)
             _call(message.on_done, exc)
-        elif isinstance(message, _Stored):
-            _call(message.waiter, exc)
-        elif not isinstance(message, _GenDone | _Raise | Passivate):
+        elif not isinstance(message, _GenDone | _Raise | _RunInPlace | Passivate):
             raise exc
 
     # Handlers ------------------------------------------------------------------
@@ -660,39 +651,26 @@ class ConversationActor(GreenletActor):
         self.deps.store.append_message_async(user, partial(self._user_stored, user, msg))
 
     def _user_stored(self, user: Message, msg: Send, error: StoreError | None) -> None:
-        """Continuation of ``_on_send``; runs on the store's completion, without yielding.
-
-        Acknowledges at once; queueing the reply is the actor's own work, so
-        from another greenlet (the SQLite writer's) it goes by a message: a
-        reply then starts on the actor's greenlet, as a provider that never
-        waits needs, and the writer never runs replies itself.
-        """
-        self._pending.pop(user.id, None)
+        """Continuation of ``_on_send``; runs on the store's completion, without yielding."""
         deps = self.deps
         if error is not None:
+            self._pending.pop(user.id, None)
             _call(msg.on_ack, error)
             _call(msg.on_done, error)
             return
         deps.metrics.messages += 1
         deps.bus.publish(MessageReceived(user.conversation_id, user))
         _call(msg.on_ack, user)
-        if self.core is None or self.actor_stopped.is_set():
-            return  # durable: a successor answers it (its waiter was handed over)
-        waiter, msg.on_done = msg.on_done, None
-        if gevent.getcurrent() is self.actor_greenlet:
-            self._queue_reply(user, waiter)
-        else:
-            self.actor_ref.tell(_Stored(user, waiter))  # alive: checked just above
-
-    def _on_stored(self, msg: _Stored) -> None:
-        self._queue_reply(msg.user, msg.waiter)
-
-    def _queue_reply(self, user: Message, waiter: Callback | None) -> None:
+        # Pending until now: should the acknowledgement yield and the actor
+        # crash or stop meanwhile, its waiter is handed over (or failed) with
+        # the other pending ones.
+        self._pending.pop(user.id, None)
         core = self.core
-        assert core is not None
+        if core is None or self.actor_stopped.is_set():
+            return  # durable: a successor answers it (its waiter was handed over)
         core.add(user)
-        waiters = [waiter] if waiter is not None else None
-        core.queue.append(Turn(user, core.info.model or self.deps.config.default_model, waiters))
+        waiters = [msg.on_done] if msg.on_done is not None else None
+        core.queue.append(Turn(user, core.info.model or deps.config.default_model, waiters))
         self._maybe_start()
 
     def _on_regenerate(self, msg: Regenerate) -> None:
@@ -835,6 +813,12 @@ class ConversationActor(GreenletActor):
         try:
             while self._start_next():
                 pass
+        except Exception as exc:
+            if gevent.getcurrent() is self.actor_greenlet:
+                raise
+            # A bug found on another greenlet (a store's completion): crash
+            # the actor with it, rather than leave the reply half started.
+            self.actor_ref.tell(_Raise(exc))
         finally:
             self._starting = False
 
@@ -872,13 +856,29 @@ class ConversationActor(GreenletActor):
             attempt=turn.attempt,
             conversation_id=info.id,
         )
-        if not provider.waits() and gevent.getcurrent() is self.actor_greenlet:
-            # A stream that never yields, started by the actor itself: nothing
-            # could interleave with it, so it needs no greenlet of its own.
-            self._generate(gen, provider, request)
-            return True
+        if not provider.waits():
+            # A stream that never yields: nothing could interleave with it, so
+            # it needs no greenlet of its own, only the actor's. Started on
+            # another greenlet (a store's completion), it is handed over; it
+            # already counts as generating, so drain() waits for it.
+            if gevent.getcurrent() is self.actor_greenlet:
+                self._generate(gen, provider, request)
+                return True
+            self.actor_ref.tell(_RunInPlace(gen, provider, request))
+            return False
         gen.greenlet = gevent.spawn_raw(self._generate, gen, provider, request)
         return False
+
+    def _on_run_in_place(self, msg: _RunInPlace) -> None:
+        core = self.core
+        if core is None or core.current is not msg.gen:
+            return  # ended meanwhile (a stop cancelled it)
+        self._starting = True  # the loop below starts what comes next
+        try:
+            self._generate(msg.gen, msg.provider, msg.request)
+        finally:
+            self._starting = False
+        self._maybe_start()
 
     def _generate(self, gen: Generation, provider: Provider, request: GenerationRequest) -> None:
         """Body of a generation greenlet: stream, publish, then finish or tell the actor.
@@ -1054,15 +1054,7 @@ class ConversationActor(GreenletActor):
                 send.on_done = None
         inbox: list[Any] = []
         while not self.actor_inbox.empty():
-            envelope = self.actor_inbox.get()
-            message = envelope.message
-            if type(message) is _Stored:
-                # Durable and acknowledged: the successor finds it unanswered
-                # in the store and answers it; only its waiter moves.
-                if message.waiter is not None:
-                    waiters.setdefault(message.user.id, []).append(message.waiter)
-                continue
-            inbox.append(envelope)
+            inbox.append(self.actor_inbox.get())
         sup = self.deps.supervisor
         if sup is None:
             return
@@ -1091,5 +1083,5 @@ _HANDLERS: dict[type, Callable[[ConversationActor, Any], Any]] = {
     Ping: ConversationActor._on_ping,
     _GenDone: ConversationActor._on_gen_done,
     _Raise: ConversationActor._on_raise,
-    _Stored: ConversationActor._on_stored,
+    _RunInPlace: ConversationActor._on_run_in_place,
 }
