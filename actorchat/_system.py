@@ -11,7 +11,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -145,6 +145,25 @@ def _rss_bytes() -> int:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+
+
+#: Longest a bulk call (a broadcast) runs on the hub before it yields, s.
+_SLICE = 0.005
+
+
+def _sliced(items: Iterable[T]) -> Iterator[T]:
+    """``items``, yielding to the hub every ``_SLICE`` seconds.
+
+    Telling 100,000 conversations took 0.7 s; without a pause every socket,
+    timer and heartbeat of the process waited that long. Conversations start
+    on their messages meanwhile, which only helps.
+    """
+    end = time.perf_counter() + _SLICE
+    for k, item in enumerate(items):
+        if not k & 63 and time.perf_counter() > end:
+            gevent.sleep(0)
+            end = time.perf_counter() + _SLICE
+        yield item
 
 
 class ChatSystem:
@@ -588,11 +607,13 @@ class ChatSystem:
         collector = _Collector({}, len(unique), GEvent())
         if not unique:
             return {}
-        for cid in unique:
+        sender = str(sender_id)
+        deliver = collector.deliver
+        for cid in _sliced(unique):
             try:
-                self._tell(cid, Send(text, str(sender_id), None, partial(collector.deliver, cid)))
+                self._tell(cid, Send(text, sender, None, partial(deliver, cid)))
             except ActorchatError as exc:
-                collector.deliver(cid, exc)
+                deliver(cid, exc)
         collector.done.wait(timeout)
         results = collector.results
         if len(results) < len(unique):
@@ -604,7 +625,7 @@ class ChatSystem:
         """Send one message to many conversations without waiting; returns how many."""
         text = self._check_content(text)
         n = 0
-        for cid in ids:
+        for cid in _sliced(ids):
             try:
                 self._tell(str(cid), Send(text, str(sender_id), None, None))
                 n += 1

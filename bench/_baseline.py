@@ -27,7 +27,7 @@ import random
 from typing import Any
 
 import gevent
-from _common import TEXT, TOKENS, GcPauses, cpu, now, percentile, settled_rss
+from _common import TEXT, TOKENS, GcPauses, HubGaps, cpu, now, percentile, settled_rss
 from gevent.event import AsyncResult, Event
 from gevent.pool import Pool
 from gevent.queue import Queue
@@ -141,7 +141,7 @@ class Baseline:
         self._replies = 0
         self._reply_target = n
         self._replied.clear()
-        with GcPauses() as gcp:
+        with GcPauses() as gcp, HubGaps() as hub:
             c0 = cpu()
             t0 = now()
             msg = (_BROADCAST, text)
@@ -163,6 +163,7 @@ class Baseline:
             "p50_ms": percentile(latencies, 50) * 1000,
             "p99_ms": percentile(latencies, 99) * 1000,
             **gcp.summary(),
+            **hub.summary(),
         }
 
     def _ask(self, i: int, kind: int) -> Any:

@@ -56,6 +56,45 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[k]
 
 
+class HubGaps:
+    """How long the hub goes without running a greenlet that asks to wake every 1 ms.
+
+    What every other client of the process feels during a bulk operation:
+    a socket read, a heartbeat or a timer waits at least that long.
+    """
+
+    def __init__(self, interval: float = 0.001) -> None:
+        self.interval = interval
+        self.gaps: list[float] = []
+        self._ticker: Any = None
+
+    def _tick(self) -> None:
+        import gevent  # only the gevent benches use this
+
+        last = now()
+        while True:
+            gevent.sleep(self.interval)
+            t = now()
+            self.gaps.append(t - last)
+            last = t
+
+    def __enter__(self) -> HubGaps:
+        import gevent
+
+        self._ticker = gevent.spawn(self._tick)
+        gevent.sleep(0)  # started: a bulk loop right after this is measured too
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._ticker.kill()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "hub_gap_max_s": max(self.gaps, default=0.0),
+            "hub_gap_p99_s": percentile(self.gaps, 99) if self.gaps else 0.0,
+        }
+
+
 class GcPauses:
     """Times every garbage-collector pass with ``gc.callbacks``.
 

@@ -12,7 +12,9 @@ baseline (``_baseline.py``) run the same steps:
    counted all N x 20), reply latency p50/p99 (from the start of the
    broadcast to the reply's ``StreamComplete`` reaching the subscriber), and
    every garbage-collector pass during the broadcast timed with
-   ``gc.callbacks`` (longest, and how many over 100 ms);
+   ``gc.callbacks`` (longest, and how many over 100 ms), and how long the
+   hub went without waking a greenlet that asks to every 1 ms (longest and
+   p99: what every other client of the process waits meanwhile);
 4. ask round trips (``ping``) to random conversations, from one caller and
    from 100 concurrent callers -> round trips/s.
 
@@ -36,6 +38,7 @@ from _common import (
     TEXT,
     TOKENS,
     GcPauses,
+    HubGaps,
     TempDir,
     cpu,
     emit,
@@ -87,7 +90,7 @@ def run_actorchat(n: int) -> dict[str, Any]:
 
         consumer = gevent.spawn(consume)
         gevent.sleep(0)
-        with GcPauses() as gcp:
+        with GcPauses() as gcp, HubGaps() as hub:
             c0 = cpu()
             t0 = now()
             results = chat.broadcast_message(ids, TEXT, timeout=3600)
@@ -110,6 +113,7 @@ def run_actorchat(n: int) -> dict[str, Any]:
             "p50_ms": percentile(latencies, 50) * 1000,
             "p99_ms": percentile(latencies, 99) * 1000,
             **gcp.summary(),
+            **hub.summary(),
         }
         sample = random.choices(ids, k=min(PING_COUNT, max(n, 1)))
         out["ping_seq_s"] = _baseline.pings(chat.ping, sample, 1)
@@ -149,6 +153,8 @@ def report(results: dict[int, dict[str, dict[str, Any]]]) -> tuple[str, list[dic
             row("CPU us per reply (all threads)", "cpu_us", 1),
             row("reply latency p50, ms", "p50_ms"),
             row("reply latency p99, ms", "p99_ms"),
+            row("longest hub stall (1 ms ticker), ms", "hub_gap_max_s", 1, 1000),
+            row("hub stall p99 (1 ms ticker), ms", "hub_gap_p99_s", 1, 1000),
             row("longest GC pause, ms", "gc_max_pause_s", 1, 1000),
             row("longest GC pause, CPU ms", "gc_max_pause_cpu_s", 1, 1000),
             [

@@ -276,7 +276,7 @@ class SQLiteStore(Store):
             self.ops += len(batch)
             slice_end = time.perf_counter() + _COMPLETION_SLICE
             for k, (op, (ok, value)) in enumerate(zip(batch, outcomes, strict=True)):
-                if not k & 255 and time.perf_counter() > slice_end:
+                if not k & 63 and time.perf_counter() > slice_end:
                     # A batch can hold 100,000 completions, each setting off
                     # work (a reply starts): let sockets and timers run
                     # between slices. Order is kept; new writes queue meanwhile.
