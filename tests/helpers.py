@@ -33,3 +33,20 @@ def of_type(kind: type, **fields: Any) -> Callable[[Event], bool]:
         return isinstance(event, kind) and all(getattr(event, k) == v for k, v in fields.items())
 
     return match
+
+
+class Recorder:
+    """A callback for ``Send``'s ``on_done``: keeps every call, ``wait`` for the first."""
+
+    def __init__(self) -> None:
+        from gevent.event import Event as GEvent
+
+        self.calls: list[object] = []
+        self._called = GEvent()
+
+    def __call__(self, value: object) -> None:
+        self.calls.append(value)
+        self._called.set()
+
+    def wait(self, timeout: float = WAIT) -> bool:
+        return bool(self._called.wait(timeout))

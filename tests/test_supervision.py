@@ -18,7 +18,7 @@ from actorchat.providers import MockProvider, Provider, StreamEnd
 from actorchat.stores import MemoryStore, SQLiteStore
 from actorchat.stores._base import Done
 from tests.conftest import make_config
-from tests.helpers import WAIT, of_type, wait_for
+from tests.helpers import WAIT, Recorder, of_type, wait_for
 
 
 def restarted(cid: str):  # type: ignore[no-untyped-def]
@@ -307,13 +307,7 @@ def test_a_reply_being_stored_by_a_store_that_waits_ends_exactly_once(
     with ChatSystem(config, store=store, providers={"gate": gate}) as system:
         cid = system.start_conversation(model="gate")
         sub = system.subscribe(cid, maxsize=1_000_000)
-        replies: list[object] = []
-        got = GEvent()
-
-        def done(value: object) -> None:
-            replies.append(value)
-            got.set()
-
+        done = Recorder()
         system._tell(cid, Send("hello", "local", None, done))
         assert gate.started.wait(WAIT)
         gate.release.set()
@@ -323,7 +317,7 @@ def test_a_reply_being_stored_by_a_store_that_waits_ends_exactly_once(
         else:
             assert system.kill(cid)
         store.release.set()
-        assert got.wait(WAIT)
+        assert done.wait()
         completes: dict[str, int] = {}
         while True:
             event = sub.get(0.5 if completes else WAIT)
@@ -332,7 +326,7 @@ def test_a_reply_being_stored_by_a_store_that_waits_ends_exactly_once(
             if isinstance(event, StreamComplete):
                 completes[event.message_id] = completes.get(event.message_id, 0) + 1
         assert completes and set(completes.values()) == {1}
-        assert len(replies) == 1
+        assert len(done.calls) == 1
         history = system.get_history(cid)
         assert [(m.role, m.finish_reason) for m in history] == [
             ("user", None),
@@ -419,22 +413,17 @@ def test_a_stop_right_after_a_message_is_stored_ends_its_reply_once(tmp_path) ->
         cid = system.start_conversation()
         store.ref = system._route(cid)
         sub = system.subscribe(cid, maxsize=1_000_000)
-        calls: list[object] = []
-        got = GEvent()
-
-        def done(value: object) -> None:
-            calls.append(value)
-            got.set()
-
+        done = Recorder()
         system._tell(cid, Send("stored, then stopped", "local", None, done))
-        assert got.wait(WAIT)
+        assert done.wait()
         complete, _ = wait_for(sub, of_type(StreamComplete))
         assert isinstance(complete, StreamComplete) and complete.finish_reason == "cancelled"
         assert [(m.role, m.finish_reason) for m in system.get_history(cid)] == [
             ("user", None),
             ("assistant", "cancelled"),
         ]
-        assert len(calls) == 1 and getattr(calls[0], "finish_reason", None) == "cancelled"
+        assert len(done.calls) == 1
+        assert getattr(done.calls[0], "finish_reason", None) == "cancelled"
         assert not [e for e in sub.drain() if isinstance(e, StreamComplete)]
 
 
