@@ -54,7 +54,7 @@ from actorchat._conversation import (
 from actorchat._events import ConversationState
 from actorchat._records import Conversation, Message
 from actorchat._registry import Register, Registry, Unregister
-from actorchat.errors import ActorchatError, ConversationFailed, NotFound
+from actorchat.errors import ActorchatError, ConversationError, ConversationFailed, NotFound
 
 __all__ = ["SupervisorActor"]
 
@@ -182,6 +182,10 @@ class SupervisorActor(GreenletActor):
         self.max_seconds = cfg.max_seconds
         self._registrations: list[tuple[str, pykka.ActorRef[Any]]] = []
         self._pending_restarts: dict[str, _Restart] = {}
+        # Set by StopAll: from then on nothing starts. A broadcast still
+        # telling (it yields between slices) would otherwise activate
+        # conversations that no one stops.
+        self.stopping = False
 
     def on_receive(self, message: Any) -> Any:
         handler = _HANDLERS.get(type(message))
@@ -213,7 +217,12 @@ class SupervisorActor(GreenletActor):
         actor = ConversationActor(cid, self.deps, **kwargs)
         return actor
 
+    def _refuse_if_stopping(self) -> None:
+        if self.stopping:
+            raise ConversationError("the chat system is stopping")
+
     def _on_start_new(self, msg: StartNew) -> list[str]:
+        self._refuse_if_stopping()
         convs = msg.conversations
         self.deps.store.create_conversations(convs)
         entries = []
@@ -227,6 +236,7 @@ class SupervisorActor(GreenletActor):
         return [c.id for c in convs]
 
     def _on_activate(self, msg: Activate) -> pykka.ActorRef[Any]:
+        self._refuse_if_stopping()
         cid = msg.conversation_id
         if cid in self._pending_restarts:
             self._flush_restarts()
@@ -321,6 +331,11 @@ class SupervisorActor(GreenletActor):
 
     def _flush_restarts(self) -> None:
         batch, self._pending_restarts = self._pending_restarts, {}
+        if self.stopping:  # a crash during the stop: nothing restarts now
+            for cid, r in batch.items():
+                self._remove(cid, r.child)
+                self._reject(r.inbox, r.waiters, ConversationError("the chat system is stopping"))
+            return
         try:
             loaded = self.deps.store.load_many(list(batch))
         except ActorchatError as exc:
@@ -473,6 +488,7 @@ class SupervisorActor(GreenletActor):
     def _on_stop_all(self, _msg: StopAll) -> list[ConversationActor]:
         if self._pending_restarts:
             self._flush_restarts()
+        self.stopping = True
         # One shared stop envelope for everyone: at 100,000 actors the wake-up
         # of each greenlet (~10 µs here) is the floor, so nothing else is spent.
         stop = Envelope(_ActorStop())

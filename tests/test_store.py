@@ -282,3 +282,36 @@ def test_load_many_matches_load(store: Store) -> None:
     for cid in ("c0", "c1"):
         assert many[cid] == store.load(cid)
     assert many["c1"][0].message_count == 2
+
+
+def test_a_write_submitted_while_the_store_closes_is_answered_not_dropped(tmp_path: Path) -> None:
+    # Completions set off more writes (a reply starting); some arrive after
+    # the writer's last look at its queue. Each must hear back.
+    import time
+
+    import gevent
+    from gevent.event import Event as GEvent
+
+    store = SQLiteStore(tmp_path / "closing.sqlite3")
+    store.open()
+    conv = Conversation("c1", "owner")
+    store.create_conversations([conv])
+    late: list[StoreError | None] = []
+    all_answered = GEvent()
+
+    def message(turn: int) -> Message:
+        return Message(f"m{turn}", "c1", "user", "x", "s", time.time(), turn)
+
+    def late_done(error: StoreError | None) -> None:
+        late.append(error)
+        if len(late) == 10:
+            all_answered.set()
+
+    def first_done(_error: StoreError | None) -> None:
+        gevent.spawn_raw(store.append_message_async, message(1000 + len(late)), late_done)
+
+    for turn in range(1, 11):
+        store.append_message_async(message(turn), first_done)
+    gevent.spawn(store.close).join(WAIT)
+    assert all_answered.wait(WAIT)
+    assert all(e is None or isinstance(e, StoreError) for e in late)

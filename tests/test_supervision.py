@@ -462,3 +462,29 @@ def test_the_queue_limit_counts_a_message_stored_but_not_yet_answered(tmp_path) 
         assert isinstance(second.get(timeout=WAIT), Overloaded)
         assert system.get_stats(cid).queued == 1
         gate.release.set()
+
+
+def test_stopping_while_a_broadcast_reaches_stopped_conversations_leaves_none_running(
+    make_system,
+) -> None:  # type: ignore[no-untyped-def]
+    # The broadcast reactivates passivated conversations (asking the
+    # supervisor, so the stop runs in between): none may start after StopAll.
+    import gc
+
+    from actorchat._conversation import ConversationActor
+
+    system = make_system(mock_tokens=2)
+    ids = system.start_conversations(200)
+    for cid in ids[100:]:
+        system.stop_conversation(cid)
+    stopper = gevent.spawn(system.stop, WAIT)
+    results = system.broadcast_message(ids, "hi", timeout=WAIT)
+    stopper.join(WAIT)
+    assert len(results) == 200
+    running = [
+        o
+        for o in gc.get_objects()
+        if isinstance(o, ConversationActor) and not o.actor_stopped.is_set()
+    ]
+    assert running == []
+    assert system.metrics.generating == 0

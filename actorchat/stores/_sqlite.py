@@ -176,6 +176,7 @@ class SQLiteStore(Store):
         self._wake = Event()
         self._writer: gevent.Greenlet[Any] | None = None
         self._closing = False
+        self._writer_done = False
         self.batches = 0
         self.ops = 0
 
@@ -183,6 +184,7 @@ class SQLiteStore(Store):
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._closing = self._writer_done = False
         self._pool = ThreadPool(1)
         try:
             self._pool.spawn(self._connect).get()
@@ -242,7 +244,7 @@ class SQLiteStore(Store):
     # -- the writer -----------------------------------------------------
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._pool is None:
+        if self._pool is None or self._writer_done:
             raise StoreError("the store is closed")
         op = _Op(fn, args)
         self._pending.append(op)
@@ -251,7 +253,9 @@ class SQLiteStore(Store):
         return op.result.get()
 
     def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...], done: Done) -> None:
-        if self._pool is None:
+        if self._pool is None or self._writer_done:
+            # Also once the writer has left, before close() finishes: queued
+            # then, a write would never run and its caller never hear back.
             done(StoreError("the store is closed"))
             return
         self._pending.append(_Op(fn, args, done))
@@ -262,6 +266,7 @@ class SQLiteStore(Store):
         while True:
             if not self._pending:
                 if self._closing:
+                    self._writer_done = True
                     return
                 self._wake.wait()
                 self._wake.clear()
