@@ -389,16 +389,8 @@ class ConversationCore:
         self.current = gen
         return gen
 
-    def delta(self, gen: Generation, text: str) -> StreamContent:
-        if not gen.chunks:
-            gen.first_token_at = time.time()
-        gen.chunks.append(text)
-        i = gen.index
-        gen.index = i + 1
-        return StreamContent(self.info.id, gen.id, text, i)
-
     def deltas(self, gen: Generation, texts: tuple[str, ...]) -> list[StreamContent]:
-        """``delta`` for a batch of texts that arrived at once."""
+        """The deltas of texts that arrived together (one or more), with their indexes."""
         texts = tuple(t for t in texts if t)
         if not texts:
             return []
@@ -798,7 +790,7 @@ class ConversationActor(GreenletActor):
 
     # Generations ---------------------------------------------------------------
 
-    def _maybe_start(self) -> None:
+    def _maybe_start(self, run: _RunInPlace | None = None) -> None:
         """Start queued replies while none is running.
 
         A loop, not a recursion: a reply that ends at once (an unknown model,
@@ -806,11 +798,14 @@ class ConversationActor(GreenletActor):
         otherwise start the next one a few frames deeper each time, and a
         queue of 100 turns came close to Python's recursion limit. Called
         again while the loop is on the stack, it returns: the loop looks again.
+        ``run`` is a reply handed over to run here first (``_RunInPlace``).
         """
         if self._starting:
             return
         self._starting = True
         try:
+            if run is not None:
+                self._generate(run.gen, run.provider, run.request)
             while self._start_next():
                 pass
         except Exception as exc:
@@ -871,14 +866,8 @@ class ConversationActor(GreenletActor):
 
     def _on_run_in_place(self, msg: _RunInPlace) -> None:
         core = self.core
-        if core is None or core.current is not msg.gen:
-            return  # ended meanwhile (a stop cancelled it)
-        self._starting = True  # the loop below starts what comes next
-        try:
-            self._generate(msg.gen, msg.provider, msg.request)
-        finally:
-            self._starting = False
-        self._maybe_start()
+        if core is not None and core.current is msg.gen:  # else it ended meanwhile
+            self._maybe_start(msg)
 
     def _generate(self, gen: Generation, provider: Provider, request: GenerationRequest) -> None:
         """Body of a generation greenlet: stream, publish, then finish or tell the actor.
@@ -890,8 +879,7 @@ class ConversationActor(GreenletActor):
         kind, value = "done", None
         core = self.core
         assert core is not None
-        bus = self.deps.bus
-        publish = bus.publish
+        publish_deltas = self.deps.bus.publish_deltas
         metrics = self.deps.metrics
         try:
             if gen.cancelled:
@@ -902,14 +890,10 @@ class ConversationActor(GreenletActor):
                     if gen.cancelled:
                         raise GenerationCancelled
                     kind_ = type(item)
-                    if kind_ is str:
-                        if item:
-                            publish(core.delta(gen, item))
-                            metrics.tokens += 1
-                    elif kind_ is tuple:
-                        events = core.deltas(gen, item)
+                    if kind_ is str or kind_ is tuple:
+                        events = core.deltas(gen, (item,) if kind_ is str else item)
                         if events:
-                            bus.publish_deltas(events)
+                            publish_deltas(events)
                             metrics.tokens += len(events)
                     else:
                         value = item

@@ -9,9 +9,18 @@ start there instead (``ensure_patched``).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
 from actorchat.errors import ConfigurationError
 
-__all__ = ["ensure_patched", "is_patched", "patch"]
+__all__ = ["ensure_patched", "is_patched", "patch", "yielding"]
+
+T = TypeVar("T")
+
+#: Longest a bulk loop runs on the hub before it yields, s.
+SLICE = 0.005
 
 
 def patch() -> None:
@@ -44,3 +53,20 @@ def ensure_patched() -> None:
             "(before importing anything that uses threads, sockets or ssl)"
         )
         raise ConfigurationError(msg)
+
+
+def yielding(items: Iterable[T], every: float = SLICE) -> Iterator[T]:
+    """``items``, yielding to the hub every ``every`` seconds (checked every 64).
+
+    For loops that would otherwise hold the hub for long: telling 100,000
+    conversations took 0.7 s, and every socket, timer and heartbeat of the
+    process waited that long. Order is kept; other greenlets run in between.
+    """
+    import gevent
+
+    end = time.perf_counter() + every
+    for k, item in enumerate(items):
+        if not k & 63 and time.perf_counter() > end:
+            gevent.sleep(0)
+            end = time.perf_counter() + every
+        yield item

@@ -11,7 +11,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -44,7 +44,7 @@ from actorchat._events import (
     StreamStart,
 )
 from actorchat._export import export_conversation
-from actorchat._gevent import ensure_patched
+from actorchat._gevent import ensure_patched, yielding
 from actorchat._records import Conversation, Message, new_id
 from actorchat._registry import Registry, RegistryActor
 from actorchat._supervisor import (
@@ -145,25 +145,6 @@ def _rss_bytes() -> int:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
-
-
-#: Longest a bulk call (a broadcast) runs on the hub before it yields, s.
-_SLICE = 0.005
-
-
-def _sliced(items: Iterable[T]) -> Iterator[T]:
-    """``items``, yielding to the hub every ``_SLICE`` seconds.
-
-    Telling 100,000 conversations took 0.7 s; without a pause every socket,
-    timer and heartbeat of the process waited that long. Conversations start
-    on their messages meanwhile, which only helps.
-    """
-    end = time.perf_counter() + _SLICE
-    for k, item in enumerate(items):
-        if not k & 63 and time.perf_counter() > end:
-            gevent.sleep(0)
-            end = time.perf_counter() + _SLICE
-        yield item
 
 
 class ChatSystem:
@@ -609,7 +590,7 @@ class ChatSystem:
             return {}
         sender = str(sender_id)
         deliver = collector.deliver
-        for cid in _sliced(unique):
+        for cid in yielding(unique):
             try:
                 self._tell(cid, Send(text, sender, None, partial(deliver, cid)))
             except ActorchatError as exc:
@@ -625,7 +606,7 @@ class ChatSystem:
         """Send one message to many conversations without waiting; returns how many."""
         text = self._check_content(text)
         n = 0
-        for cid in _sliced(ids):
+        for cid in yielding(ids):
             try:
                 self._tell(str(cid), Send(text, str(sender_id), None, None))
                 n += 1

@@ -21,6 +21,13 @@ from tests.conftest import make_config
 from tests.helpers import WAIT, Recorder, of_type, wait_for
 
 
+def wait_all_restarted(sub, cids) -> None:  # type: ignore[no-untyped-def]
+    pending = set(cids)
+    while pending:
+        event, _ = wait_for(sub, of_type(ConversationState, state="idle", reason="restarted"))
+        pending.discard(event.conversation_id)
+
+
 def restarted(cid: str):  # type: ignore[no-untyped-def]
     return of_type(ConversationState, conversation_id=cid, state="idle", reason="restarted")
 
@@ -103,10 +110,7 @@ def test_killing_ten_percent_at_once_recovers_them_all(make_system) -> None:  # 
     sub = system.subscribe(None, maxsize=100_000)
     killed = system.kill_many(fraction=0.1)
     assert len(killed) == 50
-    pending = set(killed)
-    while pending:
-        event, _ = wait_for(sub, of_type(ConversationState, state="idle", reason="restarted"))
-        pending.discard(event.conversation_id)
+    wait_all_restarted(sub, killed)
     for cid in killed:
         assert len(system.get_history(cid)) == 2
     assert system.stats()["states"]["failed"] == 0
@@ -183,10 +187,7 @@ def test_a_restart_burst_leaves_the_collector_on_and_freezes_no_ones_garbage(
     litterer = gevent.spawn(litter)
     killed = system.kill_many(fraction=1.0)
     assert len(killed) == 1000
-    pending = set(killed)
-    while pending:
-        event, _ = wait_for(sub, of_type(ConversationState, state="idle", reason="restarted"))
-        pending.discard(event.conversation_id)
+    wait_all_restarted(sub, killed)
     stop[0] = True
     litterer.join()
     assert gc.isenabled()

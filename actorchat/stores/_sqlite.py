@@ -18,7 +18,6 @@ import functools
 import json
 import logging
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.threadpool import ThreadPool
 
+from actorchat._gevent import yielding
 from actorchat._records import Conversation, Message, Usage
 from actorchat.errors import StoreError
 from actorchat.stores._base import Done, Store
@@ -34,9 +34,6 @@ from actorchat.stores._base import Done, Store
 __all__ = ["SQLiteStore"]
 
 log = logging.getLogger("actorchat.store")
-
-# Longest the writer greenlet runs store completions before it yields, s.
-_COMPLETION_SLICE = 0.005
 
 # Each entry upgrades the schema by one version (PRAGMA user_version).
 MIGRATIONS: tuple[str, ...] = (
@@ -279,14 +276,9 @@ class SQLiteStore(Store):
                 outcomes = [(False, err)] * len(batch)
             self.batches += 1
             self.ops += len(batch)
-            slice_end = time.perf_counter() + _COMPLETION_SLICE
-            for k, (op, (ok, value)) in enumerate(zip(batch, outcomes, strict=True)):
-                if not k & 63 and time.perf_counter() > slice_end:
-                    # A batch can hold 100,000 completions, each setting off
-                    # work (a reply starts): let sockets and timers run
-                    # between slices. Order is kept; new writes queue meanwhile.
-                    gevent.sleep(0)
-                    slice_end = time.perf_counter() + _COMPLETION_SLICE
+            # A batch can hold 100,000 completions, each setting off work (a
+            # reply starts): sockets and timers run between slices of them.
+            for op, (ok, value) in yielding(zip(batch, outcomes, strict=True)):
                 done = op.done
                 if done is not None:
                     try:
