@@ -244,6 +244,21 @@ def test_acknowledged_messages_are_durable_across_processes(tmp_path: Path, conf
         assert reply in [r[2] for r in rows]
 
 
+def test_one_store_file_has_one_owner_at_a_time(tmp_path: Path) -> None:
+    import os
+
+    first = SQLiteStore(tmp_path / "a.sqlite3")
+    first.open()
+    second = SQLiteStore(tmp_path / "a.sqlite3")
+    with pytest.raises(
+        StoreError, match=rf"in use by another actorchat process \(pid {os.getpid()}\)"
+    ):
+        second.open()
+    first.close()
+    second.open()  # free again once the owner closed it
+    second.close()
+
+
 def test_history_survives_a_restart_of_the_whole_system(config) -> None:  # type: ignore[no-untyped-def]
     with ChatSystem(config) as chat:
         cid = chat.start_conversation(title="keep me")

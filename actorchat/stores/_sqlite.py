@@ -10,6 +10,12 @@ once (group commit). While a batch commits, the next one accumulates, so
 
 Reads go through the same thread and queue, so a read always sees every
 write queued before it.
+
+One process at a time owns a store file (an exclusive ``flock`` on
+``<file>.lock``): a conversation's turns are numbered by its actor, and two
+processes appending to the same conversation interleaved two histories into
+one (two user messages with the same turn). Other programs may still read
+the file, as SQLite allows.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sqlite3
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -157,6 +165,37 @@ class _Op:
         self.result: AsyncResult[Any] | None = None if done is not None else AsyncResult()
 
 
+_WHERE = "give it another data directory (--data-dir, ACTORCHAT_DATA_DIR)"
+
+
+def _lock(path: Path) -> int | None:
+    """Take ``<path>.lock`` for this process; returns its descriptor."""
+    if sys.platform == "win32":  # pragma: no cover - no flock; SQLite's own locks remain
+        return None
+    import fcntl
+
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        who = f" (pid {holder})" if holder.isdigit() else ""
+        msg = f"{path} is in use by another actorchat process{who}: stop it, or {_WHERE}"
+        raise StoreError(msg) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the last descriptor releases the flock
+
+
 class SQLiteStore(Store):
     """SQLite with WAL, migrations, and group commit on one writer thread."""
 
@@ -174,18 +213,28 @@ class SQLiteStore(Store):
         self._writer: gevent.Greenlet[Any] | None = None
         self._closing = False
         self._writer_done = False
+        self._lock_fd: int | None = None
         self.batches = 0
         self.ops = 0
 
     # -- life cycle -----------------------------------------------------
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = _lock(self.path)
+        except OSError as exc:
+            msg = f"cannot open SQLite store {self.path}: {exc.strerror or exc}; {_WHERE}"
+            raise StoreError(msg) from exc
         self._closing = self._writer_done = False
         self._pool = ThreadPool(1)
         try:
             self._pool.spawn(self._connect).get()
         except sqlite3.Error as exc:
+            self._pool.kill()
+            self._pool = None
+            _unlock(self._lock_fd)
+            self._lock_fd = None
             msg = f"cannot open SQLite store {self.path}: {exc}"
             raise StoreError(msg) from exc
         self._writer = gevent.spawn(self._write_loop)
@@ -231,6 +280,8 @@ class SQLiteStore(Store):
             db, self._db = self._db, None
             pool.spawn(db.close).get()
         pool.kill()
+        _unlock(self._lock_fd)
+        self._lock_fd = None
 
     def check(self) -> bool:
         try:
