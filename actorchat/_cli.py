@@ -49,10 +49,10 @@ def _cmd_version(_args: argparse.Namespace) -> int:
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
-    from actorchat import ChatSystem, StreamComplete, StreamContent
+    from actorchat import ChatSystem, ErrorEvent, StreamComplete, StreamContent
 
     cfg = _load(args)
-    text = " ".join(args.message)
+    text = sys.stdin.read() if args.message == ["-"] else " ".join(args.message)
     with ChatSystem(cfg) as chat:
         cid = args.conversation or chat.start_conversation(model=args.model_name)
         reason = "stop"
@@ -60,6 +60,8 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             if isinstance(event, StreamContent):
                 sys.stdout.write(event.content)
                 sys.stdout.flush()
+            elif isinstance(event, ErrorEvent):
+                print(f"\nactorchat: {event.code}: {event.message}", file=sys.stderr)
             elif isinstance(event, StreamComplete):
                 reason = event.finish_reason
         sys.stdout.write("\n")
@@ -88,16 +90,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from actorchat._version import __version__
+
     parser = argparse.ArgumentParser(
         prog="actorchat", description="Massively concurrent AI chat on the actor model."
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"actorchat {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="command")
 
     p = sub.add_parser("version", help="print the version")
-    p.set_defaults(func=_cmd_version)
+    p.set_defaults(func=_cmd_version, parser=p)
 
     p = sub.add_parser("chat", help="send one message and print the streamed reply")
-    p.add_argument("message", nargs="+", help="the message text")
+    p.add_argument("message", nargs="+", help="the message text ('-': read it from stdin)")
     p.add_argument("--conversation", help="continue this conversation id")
     p.add_argument("--model-name", dest="model_name", help="model for a new conversation")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per event")
@@ -105,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="also print the conversation id (stderr)"
     )
     _config_flags(p)
-    p.set_defaults(func=_cmd_chat)
+    p.set_defaults(func=_cmd_chat, parser=p)
 
     p = sub.add_parser("serve", help="run the WebSocket and HTTP server")
     p.add_argument("--host", help="interface to bind (default 127.0.0.1)")
@@ -119,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shutdown-grace", type=float, help="seconds replies get to finish on SIGTERM")
     p.add_argument("--log-format", choices=("text", "json"), help="log lines as text or JSON")
     _config_flags(p)
-    p.set_defaults(func=_cmd_serve)
+    p.set_defaults(func=_cmd_serve, parser=p)
     return parser
 
 
@@ -131,7 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from actorchat.errors import ActorchatError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    if extra:  # argparse would blame the top-level parser and show its usage
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=(getattr(args, "log_level", None) or "WARNING").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -144,3 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader left (``actorchat chat ... | head``): not an error of
+        # ours, and Python would print another one flushing stdout at exit.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

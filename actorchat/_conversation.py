@@ -784,6 +784,14 @@ class ConversationActor(GreenletActor):
                 exc = done.value
                 code = exc.code if isinstance(exc, ActorchatError) else "PROVIDER_ERROR"
                 deps.metrics.provider_errors += 1
+                cause = exc.__cause__
+                log.warning(
+                    "conversation %s: reply %s failed: %s%s",
+                    core.info.id,
+                    gen.id,
+                    exc,
+                    f" ({type(cause).__name__}: {cause})" if cause is not None else "",
+                )
                 deps.bus.publish(ErrorEvent(core.info.id, code, str(exc), gen.id))
         self._complete(gen, reason, usage)
         self._maybe_start()

@@ -76,3 +76,115 @@ def test_cli_reports_bad_config_without_a_traceback(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "mock_tokens: must be at least 1" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_cli_usage_help_and_version_flag(tmp_path: Path) -> None:
+    out = run("", tmp_path, "-m", "actorchat", "--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"actorchat {actorchat.__version__}"
+    out = run("", tmp_path, "-m", "actorchat")
+    assert out.returncode == 2 and "serve" in out.stderr and "chat" in out.stderr
+    # A mistyped flag is blamed on the command that has it, with its usage.
+    out = run("", tmp_path, "-m", "actorchat", "serve", "--prot", "9000")
+    assert out.returncode == 2
+    assert "actorchat serve: error: unrecognized arguments: --prot 9000" in out.stderr
+
+
+def test_cli_reads_the_message_from_stdin_and_survives_a_closed_pipe(tmp_path: Path) -> None:
+    env = dict(ENV, ACTORCHAT_DATA_DIR=str(tmp_path / "data"), ACTORCHAT_MOCK_DELAY_MS="0")
+    out = subprocess.run(
+        [sys.executable, "-m", "actorchat", "chat", "-"],
+        input="from a pipe",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "“from a pipe”" in out.stdout
+    # The reader goes away after a few bytes (``| head -c 20``).
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actorchat", "chat", "--mock-tokens", "20000", "long"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert len(proc.stdout.read(20)) == 20
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(120) == 1
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_cli_says_why_a_reply_failed(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "actorchat.toml"
+    config.write_text(
+        "[models.down]\n"
+        'provider = "openai"\n'
+        f'base_url = "http://127.0.0.1:{port}/v1"\n'
+        'model = "m"\n'
+        "max_attempts = 1\n"
+    )
+    out = run("", tmp_path, "-m", "actorchat", "chat", "--config", str(config),
+              "--model-name", "down", "hi")  # fmt: skip
+    assert out.returncode == 1
+    assert "actorchat: PROVIDER_ERROR: model 'down': connection failed: Connection refused" in (
+        out.stderr
+    )
+    assert "HTTPConnectionPool" not in out.stderr and "Traceback" not in out.stderr
+    # The operator's log line keeps the whole cause.
+    assert "reply" in out.stderr and "failed" in out.stderr
+
+
+def test_a_data_dir_that_cannot_be_used_is_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    for bad in (tmp_path / "a-file", tmp_path / "a-file" / "below"):
+        env = dict(ENV, ACTORCHAT_DATA_DIR=str(bad))
+        out = subprocess.run(
+            [sys.executable, "-m", "actorchat", "chat", "hi"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert out.returncode == 1
+        assert out.stderr.startswith(f"actorchat: cannot open SQLite store {bad}")
+        assert "ACTORCHAT_DATA_DIR" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_second_process_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    # Two processes appending to one conversation numbered its turns twice
+    # (found by a new user running `actorchat chat` beside `make run`).
+    from actorchat import ChatSystem
+    from actorchat.config import load_config
+
+    config = load_config(env={}, data_dir=tmp_path / "data", mock_delay_ms=0)
+    with ChatSystem(config) as chat:
+        cid = chat.start_conversation()
+        out = run("", tmp_path, "-m", "actorchat", "chat", "--conversation", cid, "hi")
+        assert out.returncode == 1
+        assert "is in use by another actorchat process" in out.stderr
+        assert f"(pid {os.getpid()})" in out.stderr and "Traceback" not in out.stderr
+    out = run("", tmp_path, "-m", "actorchat", "chat", "--conversation", cid, "hi")
+    assert out.returncode == 0, out.stderr
+
+
+def test_serve_on_a_busy_port_is_one_clear_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = run("", tmp_path, "-m", "actorchat", "serve", "--port", str(port))
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert "--port" in out.stderr and "Traceback" not in out.stderr

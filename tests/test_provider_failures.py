@@ -120,9 +120,12 @@ def test_backoff_is_exponential_with_jitter() -> None:
 def test_connection_refused_is_retried_then_fails() -> None:
     with FakeOpenAIServer() as gone:
         p = OpenAIProvider(model_for(gone, "openai", max_attempts=2))
-    with pytest.raises(ProviderError, match=r"connection failed.*gave up after 2 attempts"):
+    with pytest.raises(ProviderError, match=r"connection failed.*gave up after 2 attempts") as err:
         collect(p.stream(request(p.model)))
     assert p.stats()["requests"] == 2
+    # Chat clients see the reason, not the address or requests' classes.
+    assert "connection failed: Connection refused" in str(err.value)
+    assert "127.0.0.1" not in str(err.value) and "HTTPConnectionPool" not in str(err.value)
 
 
 def test_connect_timeout() -> None:

@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping
@@ -67,6 +68,15 @@ __all__ = [
 ]
 
 log = logging.getLogger("actorchat.providers")
+
+_ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^)'\"\]]+)")
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The innermost system reason (``Connection refused``) in a ``requests`` error."""
+    found = _ERRNO_TEXT.findall(str(exc))
+    return found[-1].strip() if found else type(exc).__name__
+
 
 #: How long to wait for the end of a response after its last event, so that
 #: the connection goes back to the pool instead of being closed.
@@ -527,10 +537,13 @@ class HttpProvider(Provider):
                 f"model {name!r}: no response within first_token_timeout="
                 f"{self.model.first_token_timeout:g}s"
             )
+        # The reason only: requests' text names the host, port and its own
+        # classes, and this message reaches chat clients (the whole
+        # exception stays chained, and the conversation logs it).
         if isinstance(exc, requests.exceptions.ConnectionError):
             attempt.retryable = True
-            return ProviderError(self._scrub(f"model {name!r}: connection failed: {exc}"))
-        return ProviderError(self._scrub(f"model {name!r}: request failed: {exc}"))
+            return ProviderError(f"model {name!r}: connection failed: {_os_reason(exc)}")
+        return ProviderError(f"model {name!r}: request failed: {_os_reason(exc)}")
 
     def _read_failed(self, exc: BaseException, attempt: Attempt) -> ProviderError:
         name = self.model.name

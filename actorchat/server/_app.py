@@ -11,6 +11,7 @@ and close the store, exit 0.
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import socket
@@ -32,7 +33,7 @@ from actorchat._gevent import ensure_patched
 from actorchat._system import ChatSystem
 from actorchat._version import __version__
 from actorchat.config import Config, load_config
-from actorchat.errors import ActorchatError, error_code
+from actorchat.errors import ActorchatError, ConfigurationError, error_code
 from actorchat.server._auth import Authenticator
 from actorchat.server._context import ServerContext
 from actorchat.server._heartbeat import Heartbeat
@@ -96,6 +97,25 @@ def _origin_allowed(origin: str, host: str, allowed: list[str]) -> bool:
     if origin in allowed:
         return True
     return not allowed and urlsplit(origin).netloc.lower() == host.lower()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket, or a ``ConfigurationError`` that says what to change."""
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(4096)
+    except OSError as exc:
+        listener.close()
+        hint = (
+            "another program is listening there; choose another port (--port, ACTORCHAT_PORT)"
+            if exc.errno == errno.EADDRINUSE
+            else "check --host/--port (ACTORCHAT_HOST, ACTORCHAT_PORT)"
+        )
+        msg = f"cannot listen on {host}:{port}: {exc.strerror or exc}; {hint}"
+        raise ConfigurationError(msg) from exc
+    return listener
 
 
 def create_app(chat: ChatSystem, config: Config | None = None) -> Flask:
@@ -176,7 +196,14 @@ def create_app(chat: ChatSystem, config: Config | None = None) -> Flask:
             413: "MESSAGE_TOO_LONG",
             429: "RATE_LIMITED",
         }.get(status, "INTERNAL_ERROR")
-        response = error_response(code, exc.description or exc.name)
+        description = exc.description or exc.name
+        if status == 413:
+            description = f"the request body is larger than {cfg.max_frame_bytes} bytes"
+        elif status == 404 and request.path == WS_PATH:
+            # flask-sock routes only upgrade requests: a plain GET lands here.
+            status, code = 400, "INVALID_MESSAGE"
+            description = f"{WS_PATH} speaks WebSocket: send an upgrade request"
+        response = error_response(code, description)
         response.status_code = status
         return response
 
@@ -228,10 +255,7 @@ class Server:
             self.chat.start()
             self.app = create_app(self.chat, cfg)
             self.ctx = self.app.extensions["actorchat"]
-            listener = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET)
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((cfg.host, cfg.port))
-            listener.listen(4096)
+            listener = _listen(cfg.host, cfg.port)
             self.port = listener.getsockname()[1]
             self._wsgi = WSGIServer(
                 listener,
