@@ -13,6 +13,8 @@ prefixes the key (``[mock]`` ``tokens = 20``). Named models live under
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from actorchat.errors import ConfigurationError
+
+log = logging.getLogger("actorchat.config")
 
 __all__ = ["Config", "ModelConfig", "load_config"]
 
@@ -170,6 +174,8 @@ class Config:
                 f"default_model: no model named {self.default_model!r} "
                 f"(configured: {sorted(self.all_models())})"
             )
+        if len(problems) == 1:
+            raise ConfigurationError(f"invalid configuration: {problems[0]}")
         if problems:
             raise ConfigurationError("invalid configuration:\n  " + "\n  ".join(problems))
         return self
@@ -220,7 +226,7 @@ def _coerce(name: str, value: Any) -> Any:
             return str(value)
     except (TypeError, ValueError) as exc:
         typename = getattr(hint, "__name__", str(hint))
-        msg = f"invalid configuration: {name} must be {typename} (got {value!r})"
+        msg = f"invalid configuration: {name}: must be {typename} (got {value!r})"
         raise ConfigurationError(msg) from exc
     return value
 
@@ -256,6 +262,20 @@ def _flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def _warn_misspelt(env: Mapping[str, str]) -> None:
+    """Warn about ``ACTORCHAT_*`` variables that look like a setting but are not one.
+
+    Not an error: tools around actorchat use the prefix for their own
+    variables. Only near misses (``ACTORCHAT_MOCK_TOKEN``) are reported.
+    """
+    known = [ENV_PREFIX + f.name.upper() for f in fields(Config) if f.name != "models"]
+    for key in env:
+        if key.startswith(ENV_PREFIX) and key not in known and key != ENV_PREFIX + "CONFIG":
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
+            if close:
+                log.warning("ignoring %s: no such setting (did you mean %s?)", key, close[0])
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -286,6 +306,7 @@ def load_config(
         raw = env.get(ENV_PREFIX + f.name.upper())
         if raw is not None:
             values[f.name] = raw
+    _warn_misspelt(env)
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(values) - {f.name for f in fields(Config)})
     if unknown:

@@ -45,16 +45,39 @@ def test_defaults_need_no_file_or_key() -> None:
 @pytest.mark.parametrize(
     ("env", "needle"),
     [
-        ({"ACTORCHAT_MOCK_TOKENS": "many"}, "mock_tokens must be int"),
+        ({"ACTORCHAT_MOCK_TOKENS": "many"}, "mock_tokens: must be int"),
         ({"ACTORCHAT_MOCK_TOKENS": "0"}, "mock_tokens: must be at least 1"),
         ({"ACTORCHAT_RESTART": "sometimes"}, "restart: must be one of"),
         ({"ACTORCHAT_DEFAULT_MODEL": "gpt-9"}, "default_model: no model named 'gpt-9'"),
-        ({"ACTORCHAT_GC_FREEZE": "perhaps"}, "gc_freeze must be bool"),
+        ({"ACTORCHAT_GC_FREEZE": "perhaps"}, "gc_freeze: must be bool"),
     ],
 )
 def test_invalid_settings_name_the_setting(env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigurationError, match=needle):
         load_config(env=env)
+
+
+def test_one_problem_is_one_line_and_several_are_listed() -> None:
+    with pytest.raises(ConfigurationError) as one:
+        load_config(env={"ACTORCHAT_MOCK_TOKENS": "0"})
+    assert str(one.value) == "invalid configuration: mock_tokens: must be at least 1 (got 0)"
+    with pytest.raises(ConfigurationError) as two:
+        load_config(env={"ACTORCHAT_MOCK_TOKENS": "0", "ACTORCHAT_MAX_RESTARTS": "-1"})
+    assert str(two.value).splitlines()[1:] == [
+        "  mock_tokens: must be at least 1 (got 0)",
+        "  max_restarts: must be >= 0 (got -1)",
+    ]
+
+
+def test_a_misspelt_variable_is_reported_not_silently_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="actorchat.config"):
+        cfg = load_config(env={"ACTORCHAT_MOCK_TOKEN": "5", "ACTORCHAT_CHROMIUM": "/x"})
+    assert cfg.mock_tokens == 40
+    assert [r.getMessage() for r in caplog.records] == [
+        "ignoring ACTORCHAT_MOCK_TOKEN: no such setting (did you mean ACTORCHAT_MOCK_TOKENS?)"
+    ]
 
 
 def test_file_errors_are_clear(tmp_path: Path) -> None:
