@@ -154,7 +154,15 @@ class _Child:
 
 
 #: What ``ChatSystem.states`` reports for a conversation.
-CONVERSATION_STATES = ("starting", "idle", "generating", "restarting", "failed", "crashed")
+CONVERSATION_STATES = (
+    "starting",
+    "idle",
+    "generating",
+    "restarting",
+    "failed",
+    "crashed",
+    "passivated",
+)
 
 
 def _child_state(actor: ConversationActor) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -455,7 +456,10 @@ class ChatSystem:
     ) -> list[Conversation]:
         """An owner's conversations, newest first (``before``: an id, for paging)."""
         assert self.store is not None
-        return self.store.list_conversations(owner, limit, before)
+        page = self.store.list_conversations(owner, limit, before)
+        if not page and before is not None and self.store.get_conversation(before) is None:
+            raise InvalidRequest(f"before: no conversation {before!r}")
+        return page
 
     def count_conversations(self, owner: str | None = None) -> int:
         """How many conversations are stored (live or not)."""
@@ -631,7 +635,16 @@ class ChatSystem:
         assert self.store is not None
         if self.store.get_conversation(str(cid)) is None:
             raise NotFound(f"no conversation {cid!r}")
-        return self.store.messages(str(cid), limit, before, versions)
+        page = self.store.messages(str(cid), limit, before, versions)
+        # An unknown anchor would read as "nothing older": say so instead
+        # (checked only on an empty page, which paging ends with anyway).
+        if (
+            not page
+            and before is not None
+            and all(m.id != before for m in self.store.messages(str(cid), None, None, True))
+        ):
+            raise InvalidRequest(f"before: no message {before!r} in conversation {cid!r}")
+        return page
 
     def export(self, cid: str, fmt: str = "json") -> str:
         """The stored conversation as ``json``, ``md`` or ``csv`` text."""
@@ -732,14 +745,32 @@ class ChatSystem:
     def states(self, state: str | None = None, limit: int | None = None) -> list[tuple[str, str]]:
         """``(id, state)`` of live, failed and crashed conversations.
 
-        ``state`` filters: one of ``CONVERSATION_STATES``.
+        ``state`` filters: one of ``CONVERSATION_STATES``. ``"passivated"``
+        lists stored conversations that have no live actor: it reads the
+        store, so it is asked for by name only (the dashboard polls the rest,
+        and counts passivated ones in ``stats()``).
         """
         if state is not None and state not in CONVERSATION_STATES:
             raise InvalidRequest(
                 f"state must be one of {', '.join(CONVERSATION_STATES)} (got {state!r})"
             )
+        if state == "passivated":
+            return self._passivated(sys.maxsize if limit is None else limit)
         result: list[tuple[str, str]] = self._sup_ask(States(state, limit))
         return result
+
+    def _passivated(self, limit: int) -> list[tuple[str, str]]:
+        known = {cid for cid, _ in self._sup_ask(States(None, None))}
+        out: list[tuple[str, str]] = []
+        before = None
+        while len(out) < limit:
+            assert self.store is not None
+            page = self.store.list_conversations(None, limit=1000, before=before)
+            out.extend((c.id, "passivated") for c in page if c.id not in known)
+            if len(page) < 1000:
+                break
+            before = page[-1].id
+        return out[:limit]
 
     def stats(self) -> dict[str, Any]:
         """A system-wide snapshot: conversations by state, tokens/s, restarts, RSS."""

@@ -18,6 +18,8 @@ def test_idle_conversation_is_passivated_then_reactivated_with_identical_history
     assert system.conversation_count() == 0
     assert system.count_conversations() == 1
     assert system.stats()["states"]["passivated"] == 1
+    assert system.states("passivated") == [(cid, "passivated")]
+    assert cid not in dict(system.states())  # the unfiltered list stays live ones only
     # A read reactivates it, with the same history.
     assert system.get_history(cid) == before
     assert system.conversation_count() == 1

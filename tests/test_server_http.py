@@ -101,6 +101,10 @@ def test_conversation_crud_and_ownership(server: Server) -> None:
     assert api.get(f"/api/v1/conversations/{cid}").json()["id"] == cid
     r = api.patch(f"/api/v1/conversations/{cid}", json={"title": "renamed"})
     assert r.status_code == 200 and r.json()["title"] == "renamed"
+    r = api.patch(f"/api/v1/conversations/{cid}", json={"color": "red"})
+    assert r.status_code == 400 and "unknown fields color" in r.json()["error"]["message"]
+    r = api.get(f"/api/v1/conversations?before={cid}x")
+    assert r.status_code == 400 and "before: no conversation" in r.json()["error"]["message"]
     r = bob.get(f"/api/v1/conversations/{cid}")
     assert r.status_code == 403 and r.json()["error"]["code"] == "FORBIDDEN"
     assert bob.delete(f"/api/v1/conversations/{cid}").status_code == 403
@@ -124,6 +128,12 @@ def test_post_message_waits_for_the_reply_and_pages(server: Server) -> None:
     assert [m["id"] for m in msgs] == ids
     page = api.get(f"/api/v1/conversations/{cid}/messages?limit=2&before={ids[4]}").json()
     assert [m["id"] for m in page["messages"]] == ids[2:4]
+    # The oldest message ends the paging; an id that is not there is an error.
+    assert api.get(f"/api/v1/conversations/{cid}/messages?before={ids[0]}").json() == {
+        "messages": []
+    }
+    r = api.get(f"/api/v1/conversations/{cid}/messages?before=zzz")
+    assert r.status_code == 400 and "before: no message 'zzz'" in r.json()["error"]["message"]
     r = api.get(f"/api/v1/conversations/{cid}/messages?limit=zero")
     assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_MESSAGE"
 
@@ -233,6 +243,10 @@ def test_operations(server: Server) -> None:
     cid = api.post("/api/v1/conversations", json={}).json()["id"]
     listed = api.get("/api/v1/admin/conversations?state=idle").json()["conversations"]
     assert {"id": cid, "state": "idle"} in listed
+    r = api.get("/api/v1/admin/conversations?state=passivated")
+    assert (
+        r.status_code == 200 and {"id": cid, "state": "passivated"} not in r.json()["conversations"]
+    )
     r = api.get("/api/v1/admin/conversations?state=sleepy")
     assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_MESSAGE"
     assert "state must be one of" in r.json()["error"]["message"]
@@ -258,6 +272,10 @@ def test_http_limits(tmp_path: Path) -> None:
         assert int(r.headers["Retry-After"]) >= 1
         r = api.post(path, data=b"x" * (2 * 1024 * 1024))
         assert r.status_code == 413
+        assert r.json()["error"]["message"] == "the request body is larger than 1048576 bytes"
+        # The WebSocket route, asked without an upgrade, says what it wants.
+        r = api.get("/api/v1/chat/ws")
+        assert r.status_code == 400 and "send an upgrade request" in r.json()["error"]["message"]
 
 
 def test_admin_needs_the_role_when_a_secret_is_set(tmp_path: Path) -> None:

@@ -99,6 +99,14 @@ def test_expired_token_is_refused(tmp_path: Path) -> None:
         # and dev auth is off once a secret is configured
         r = requests.post(f"{srv.url}/api/v1/auth/token", json={"user_id": "x"}, timeout=WAIT)
         assert r.status_code == 404
+        # A token without its user says which claim is missing.
+        c = Client(srv, None)
+        no_sub = jwt.encode({"exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+        c.send_raw(json.dumps({"type": "auth", "token": no_sub}))
+        data = c.expect("error")["data"]
+        assert data["code"] == "AUTH_FAILED"
+        assert data["message"] == "the token has no 'sub' claim (sub and exp are required)"
+        assert c.expect_close().code == 4001
 
 
 def test_no_auth_within_timeout_closes_4001(tmp_path: Path) -> None:

@@ -71,6 +71,10 @@ class Authenticator:
             )
         except jwt.ExpiredSignatureError as exc:
             raise AuthError("the token has expired") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(
+                f"the token has no {exc.claim!r} claim (sub and exp are required)"
+            ) from exc
         except jwt.PyJWTError as exc:
             raise AuthError("the token is invalid") from exc
         sub = claims.get("sub")

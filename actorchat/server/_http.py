@@ -319,6 +319,12 @@ def make_api(ctx: ServerContext) -> Blueprint:
         cid = conversation_id(cid)
         ctx.check_owner(cid, who.user_id)
         body = _body()
+        unknown = sorted(set(body) - {"title", "model", "system_prompt"})
+        if unknown:
+            raise InvalidRequest(
+                f"unknown fields {', '.join(unknown)}: a conversation has title, model "
+                "and system_prompt"
+            )
         title = _str_field(body, "title")
         if title is not None and len(title) > MAX_TITLE:
             raise InvalidRequest(f"title is longer than {MAX_TITLE} characters")

@@ -203,7 +203,8 @@ def parse(obj: dict[str, Any]) -> Request:
         value = data.get(name)
         if value is None:
             if required:
-                raise InvalidRequest(f"{kind}: data.{name} is required")
+                where = "data.token (or token)" if kind == "auth" else f"data.{name}"
+                raise InvalidRequest(f"{kind}: {where} is required")
             continue
         fields[name] = check(value, f"data.{name}")
     return Request(kind, fields, request_id(obj))
