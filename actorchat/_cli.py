@@ -137,12 +137,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from actorchat.errors import ActorchatError
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
+    unknown = f"unrecognized arguments: {' '.join(extra)}"
     if args.command is None:
+        if extra:
+            parser.error(unknown)
         parser.print_help(sys.stderr)
         return 2
-    if extra:  # argparse would blame the top-level parser and show its usage
-        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # blamed on the parser they were given to, with its usage
+        given_to_command = not set(extra) & set(argv[: argv.index(args.command)])
+        (args.parser if given_to_command else parser).error(unknown)
     logging.basicConfig(
         level=(getattr(args, "log_level", None) or "WARNING").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -784,13 +784,15 @@ class ConversationActor(GreenletActor):
                 exc = done.value
                 code = exc.code if isinstance(exc, ActorchatError) else "PROVIDER_ERROR"
                 deps.metrics.provider_errors += 1
-                cause = exc.__cause__
+                root = exc  # the operator's line keeps the first cause, past retries
+                while root.__cause__ is not None:
+                    root = root.__cause__
                 log.warning(
                     "conversation %s: reply %s failed: %s%s",
                     core.info.id,
                     gen.id,
                     exc,
-                    f" ({type(cause).__name__}: {cause})" if cause is not None else "",
+                    f" (cause: {type(root).__name__}: {root})" if root is not exc else "",
                 )
                 deps.bus.publish(ErrorEvent(core.info.id, code, str(exc), gen.id))
         self._complete(gen, reason, usage)

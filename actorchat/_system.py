@@ -454,12 +454,13 @@ class ChatSystem:
     def list_conversations(
         self, owner: str | None = "local", limit: int = 50, before: str | None = None
     ) -> list[Conversation]:
-        """An owner's conversations, newest first (``before``: an id, for paging)."""
+        """An owner's conversations, newest first.
+
+        ``before`` is the last id of the previous page; if that conversation
+        was deleted meanwhile the page is empty (page again from the start).
+        """
         assert self.store is not None
-        page = self.store.list_conversations(owner, limit, before)
-        if not page and before is not None and self.store.get_conversation(before) is None:
-            raise InvalidRequest(f"before: no conversation {before!r}")
-        return page
+        return self.store.list_conversations(owner, limit, before)
 
     def count_conversations(self, owner: str | None = None) -> int:
         """How many conversations are stored (live or not)."""

@@ -87,6 +87,10 @@ def test_cli_usage_help_and_version_flag(tmp_path: Path) -> None:
     out = run("", tmp_path, "-m", "actorchat", "serve", "--prot", "9000")
     assert out.returncode == 2
     assert "actorchat serve: error: unrecognized arguments: --prot 9000" in out.stderr
+    for argv in (["--bogus", "chat", "hi"], ["--bogus"]):  # before any command: the top level's
+        out = run("", tmp_path, "-m", "actorchat", *argv)
+        assert out.returncode == 2
+        assert "actorchat: error: unrecognized arguments: --bogus" in out.stderr
 
 
 def test_cli_reads_the_message_from_stdin_and_survives_a_closed_pipe(tmp_path: Path) -> None:
@@ -138,9 +142,12 @@ def test_cli_says_why_a_reply_failed(tmp_path: Path) -> None:
     assert "actorchat: PROVIDER_ERROR: model 'down': connection failed: Connection refused" in (
         out.stderr
     )
-    assert "HTTPConnectionPool" not in out.stderr and "Traceback" not in out.stderr
-    # The operator's log line keeps the whole cause.
-    assert "reply" in out.stderr and "failed" in out.stderr
+    said = [line for line in out.stderr.splitlines() if line.startswith("actorchat: ")]
+    assert len(said) == 1 and "HTTPConnectionPool" not in said[0]
+    assert "Traceback" not in out.stderr
+    # The operator's log line keeps the first cause, past the retries.
+    logged = [line for line in out.stderr.splitlines() if " failed: model 'down'" in line]
+    assert len(logged) == 1 and "(cause: ConnectionError: HTTPConnectionPool" in logged[0]
 
 
 def test_a_data_dir_that_cannot_be_used_is_one_clear_line(tmp_path: Path) -> None:

@@ -128,6 +128,53 @@ def test_connection_refused_is_retried_then_fails() -> None:
     assert "127.0.0.1" not in str(err.value) and "HTTPConnectionPool" not in str(err.value)
 
 
+def test_other_connection_failures_keep_their_reason_but_not_the_address() -> None:
+    from gevent.server import StreamServer
+
+    def hang_up(sock: socket.socket, _addr: Any) -> None:
+        # Read the whole request (closing with bytes unread would reset the
+        # connection instead), then close without a response.
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        while len(body) < length:
+            body += sock.recv(65536)
+        sock.close()
+
+    def plain_http(sock: socket.socket, _addr: Any) -> None:
+        sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        sock.close()
+
+    slammer = StreamServer(("127.0.0.1", 0), hang_up)
+    plain = StreamServer(("127.0.0.1", 0), plain_http)
+    slammer.start()
+    plain.start()
+    try:
+        cases = {
+            f"http://127.0.0.1:{slammer.server_port}/v1": (
+                "Remote end closed connection without response"
+            ),
+            f"https://127.0.0.1:{plain.server_port}/v1": "[SSL: ",  # TLS to plain HTTP
+        }
+        with FakeOpenAIServer() as fake:
+            for url, reason in cases.items():
+                p = OpenAIProvider(model_for(fake, "openai", base_url=url, max_attempts=1))
+                with pytest.raises(ProviderError) as err:
+                    collect(p.stream(request(p.model)))
+                assert "connection failed: " in str(err.value) and reason in str(err.value)
+                assert "127.0.0.1" not in str(err.value)
+                assert "HTTPConnectionPool" not in str(err.value)
+    finally:
+        slammer.stop()
+        plain.stop()
+
+
 def test_connect_timeout() -> None:
     # A listening socket whose accept queue is full: SYNs go unanswered.
     listener = socket.socket()

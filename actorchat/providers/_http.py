@@ -73,9 +73,23 @@ _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^)'\"\]]+)")
 
 
 def _os_reason(exc: BaseException) -> str:
-    """The innermost system reason (``Connection refused``) in a ``requests`` error."""
+    """The innermost reason (``Connection refused``) in a ``requests`` error.
+
+    ``requests`` wraps urllib3's error, which wraps the system's: the text of
+    the outer ones repeats the URL and their classes.
+    """
     found = _ERRNO_TEXT.findall(str(exc))
-    return found[-1].strip() if found else type(exc).__name__
+    if found:
+        return str(found[-1]).strip()
+    inner: BaseException = exc
+    for _ in range(8):  # .reason (urllib3), then the last exception among the args
+        nested = getattr(inner, "reason", None)
+        if not isinstance(nested, BaseException):
+            nested = next((a for a in reversed(inner.args) if isinstance(a, BaseException)), None)
+        if nested is None:
+            break
+        inner = nested
+    return str(inner) or type(inner).__name__
 
 
 #: How long to wait for the end of a response after its last event, so that
@@ -542,8 +556,10 @@ class HttpProvider(Provider):
         # exception stays chained, and the conversation logs it).
         if isinstance(exc, requests.exceptions.ConnectionError):
             attempt.retryable = True
-            return ProviderError(f"model {name!r}: connection failed: {_os_reason(exc)}")
-        return ProviderError(f"model {name!r}: request failed: {_os_reason(exc)}")
+            return ProviderError(
+                self._scrub(f"model {name!r}: connection failed: {_os_reason(exc)}")
+            )
+        return ProviderError(self._scrub(f"model {name!r}: request failed: {_os_reason(exc)}"))
 
     def _read_failed(self, exc: BaseException, attempt: Attempt) -> ProviderError:
         name = self.model.name

@@ -104,6 +104,11 @@ def _wants_sse() -> bool:
     return "text/event-stream" in request.headers.get("Accept", "")
 
 
+_CONVERSATION_KEYS = frozenset(
+    {"title", "model", "system_prompt", "id", "created_at", "updated_at", "message_count"}
+)
+
+
 def _body() -> dict[str, Any]:
     raw = request.get_data(cache=False)
     if not raw:
@@ -319,7 +324,9 @@ def make_api(ctx: ServerContext) -> Blueprint:
         cid = conversation_id(cid)
         ctx.check_owner(cid, who.user_id)
         body = _body()
-        unknown = sorted(set(body) - {"title", "model", "system_prompt"})
+        # The conversation object as GET gives it may come back whole: its
+        # read-only keys are ignored, anything else unknown is an error.
+        unknown = sorted(set(body) - _CONVERSATION_KEYS)
         if unknown:
             raise InvalidRequest(
                 f"unknown fields {', '.join(unknown)}: a conversation has title, model "

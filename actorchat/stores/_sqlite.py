@@ -172,6 +172,8 @@ def _lock(path: Path) -> int | None:
     """Take ``<path>.lock`` for this process; returns its descriptor."""
     if sys.platform == "win32":  # pragma: no cover - no flock; SQLite's own locks remain
         return None
+    if str(path) in ("", ":memory:") or str(path).startswith("file:"):
+        return None  # no file of its own, or a URI SQLite resolves: nothing to share
     import fcntl
 
     fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -180,20 +182,32 @@ def _lock(path: Path) -> int | None:
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
         os.close(fd)
-        who = f" (pid {holder})" if holder.isdigit() else ""
-        msg = f"{path} is in use by another actorchat process{who}: stop it, or {_WHERE}"
+        if holder == str(os.getpid()):
+            msg = f"{path} is already open in this process (another store or ChatSystem)"
+        else:
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            msg = f"{path} is in use by another actorchat process{who}: stop it, or {_WHERE}"
         raise StoreError(msg) from None
     except BaseException:
         os.close(fd)
         raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:  # the pid only words the refusal above: best effort
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        pass
     return fd
 
 
 def _unlock(fd: int | None) -> None:
-    if fd is not None:
-        os.close(fd)  # closing the last descriptor releases the flock
+    if fd is None:
+        return
+    import fcntl
+
+    # Unlocked explicitly: a child forked meanwhile shares the descriptor's
+    # lock, and closing ours alone would leave the store locked by it.
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
 
 
 class SQLiteStore(Store):
@@ -220,6 +234,8 @@ class SQLiteStore(Store):
     # -- life cycle -----------------------------------------------------
 
     def open(self) -> None:
+        if self._pool is not None:
+            return  # already open (e.g. opened by the caller, then given to a ChatSystem)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock_fd = _lock(self.path)
