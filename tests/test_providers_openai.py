@@ -30,6 +30,15 @@ def test_streams_text_and_exact_usage(server: FakeOpenAIServer) -> None:
     assert end.usage.estimated is False
 
 
+def test_a_lone_surrogate_from_the_model_becomes_a_replacement_character(
+    server: FakeOpenAIServer,
+) -> None:
+    # JSON can escape half a UTF-16 pair; stored as it came, it failed the reply.
+    server.reset(Behavior(tokens=["caf", "\ud83d", "\u00e9 \U0001f600"]))
+    deltas, _ = collect(provider(server).stream(request(model_for(server, "openai"))))
+    assert deltas == ["caf", "\ufffd", "\u00e9 \U0001f600"]
+
+
 def test_request_body_and_headers(
     server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

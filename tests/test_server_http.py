@@ -267,6 +267,10 @@ def test_http_limits(tmp_path: Path) -> None:
         r = api.post(path, data="{not json", headers={"Content-Type": "application/json"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_JSON"
         assert r.json()["error"]["message"] == "the request body is not valid JSON"
+        body = r'{"content": "\ud800"}'
+        r = api.post(path, data=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_JSON"
+        assert "the request body is not valid text" in r.json()["error"]["message"]
         assert api.post(path, json={"content": "ok"}).status_code == 200
         r = api.post(path, json={"content": "too soon"})
         assert r.status_code == 429

@@ -77,8 +77,13 @@ def test_auth_success_carries_user_id_at_both_levels(server: Server) -> None:
         (json.dumps({"type": "auth"}), "AUTH_REQUIRED", "Authentication required"),
         (json.dumps({"type": "auth", "token": "garbage"}), "AUTH_FAILED", "Invalid token"),
         (json.dumps({"type": "auth", "token": token()}), "AUTH_FAILED", "Invalid token"),
+        (
+            r'{"type": "auth", "id": "\udfff", "token": "x"}',
+            "AUTH_REQUIRED",
+            "Authentication required",
+        ),
     ],
-    ids=["invalid-json", "not-auth", "no-token", "garbage-token", "wrong-signature"],
+    ids=["invalid-json", "not-auth", "no-token", "garbage-token", "wrong-signature", "surrogate"],
 )
 def test_bad_first_frame_closes_4001(server: Server, first: str, code: str, reason: str) -> None:
     c = Client(server, None)
@@ -307,6 +312,19 @@ def test_cancel_stream(tmp_path: Path) -> None:
 def test_invalid_json_unknown_type_invalid_message(alice: Client) -> None:
     alice.send_raw("{nope")
     assert alice.expect("error")["data"]["code"] == "INVALID_JSON"
+    # Half a UTF-16 pair, escaped: valid JSON syntax, but no text UTF-8 can
+    # carry. Echoed back as reply_to or stored, it broke the connection.
+    for frame in (
+        r'{"type": "ping", "id": "\ud800"}',
+        r'{"type": "create_conversation", "data": {"title": "bad \udc00 title"}}',
+    ):
+        alice.send_raw(frame)
+        err = alice.expect("error")
+        assert err["data"]["code"] == "INVALID_JSON" and "reply_to" not in err
+        assert "lone UTF-16 surrogate" in err["data"]["message"]
+    assert_alive(alice)
+    rid = alice.send("create_conversation", {"title": "a pair is fine: \U0001f600"})
+    assert alice.expect("conversation_created")["reply_to"] == rid
     alice.send_raw("[1, 2, 3]")
     assert alice.expect("error")["data"]["code"] == "INVALID_JSON"
     rid = alice.send("teleport", {})

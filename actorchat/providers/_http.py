@@ -72,6 +72,17 @@ log = logging.getLogger("actorchat.providers")
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^)'\"\]]+)")
 
 
+def _text(delta: str) -> str:
+    """``delta`` as text UTF-8 can hold: a lone surrogate (JSON can escape one) becomes U+FFFD.
+
+    Stored as it came, it failed the reply's write to the store.
+    """
+    return _SURROGATE.sub("\ufffd", delta)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _os_reason(exc: BaseException) -> str:
     """The innermost reason (``Connection refused``) in a ``requests`` error.
 
@@ -493,6 +504,8 @@ class HttpProvider(Provider):
             try:
                 for item in self.parse(events, fitted, attempt):
                     if type(item) is str:
+                        if not item.isascii():
+                            item = _text(item)
                         if not attempt.yielded:
                             first_token.cancel()
                             attempt.yielded = True

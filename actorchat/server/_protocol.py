@@ -12,6 +12,7 @@ string (rule 16).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -171,7 +172,34 @@ def load(text: str | bytes) -> dict[str, Any]:
         raise InvalidJSON("the frame is not valid JSON") from exc
     if not isinstance(obj, dict):
         raise InvalidJSON("the frame must be a JSON object")
+    # JSON may escape half of a UTF-16 pair ("\ud800"), which decodes to a
+    # string no UTF-8 text can hold: echoed back, stored or sent on, it broke
+    # the connection or the store. Such escapes are rare, so only a frame
+    # that has one is searched.
+    raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    if _SURROGATE_ESCAPE.search(raw) and _holds_lone_surrogate(obj):
+        raise InvalidJSON("the frame is not valid text: it escapes a lone UTF-16 surrogate")
     return obj
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _holds_lone_surrogate(obj: Any) -> bool:
+    # Iterative: json.loads accepts nestings deeper than Python's recursion limit.
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def parse(obj: dict[str, Any]) -> Request:

@@ -211,7 +211,9 @@ def _text_frame(text: str) -> bytes:
     Built here rather than by wsproto: a frame header is three lines, and
     wsproto's general path costs more than the rest of a delta's delivery.
     """
-    payload = text.encode()
+    # A lone surrogate (from a provider, say) goes out as its JSON escape,
+    # which is what ensure_ascii would write: valid UTF-8, valid JSON.
+    payload = text.encode("utf-8", "backslashreplace")
     n = len(payload)
     if n < 126:
         return bytes((0x81, n)) + payload
