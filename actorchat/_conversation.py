@@ -375,7 +375,11 @@ class ConversationCore:
                 for u in self.history:
                     if u.turn == m.turn and u.role == "user":
                         return u
-        raise NotFound(f"no message {message_id!r} in conversation {self.info.id!r}")
+        raise NotFound(
+            f"no message {message_id!r} in the current history of conversation "
+            f"{self.info.id!r} (a replaced reply is kept only as an earlier version: "
+            "name its user message)"
+        )
 
     def context(self, turn: Turn) -> list[ChatTurn]:
         """Exactly the turns before this one, then its user message."""
@@ -672,7 +676,10 @@ class ConversationActor(GreenletActor):
             user = core.find_user(msg.message_id)
             model = msg.model or core.info.model or self.deps.config.default_model
             if model not in self.deps.providers:
-                raise NotFound(f"no model named {model!r}")
+                # As for create_conversation: a bad argument, not a missing resource.
+                raise InvalidRequest(
+                    f"no model named {model!r} (configured: {sorted(self.deps.providers)})"
+                )
             if len(core.queue) >= core.max_queued:
                 raise Overloaded("too many replies are already waiting")
         except ActorchatError as exc:

@@ -253,12 +253,21 @@ def test_stream_response_regenerates(alice: Client) -> None:
         "messages"
     ]
     assert [m["id"] for m in msgs] == [user_id, new_reply]
+    # A model that is not configured is a bad argument, as in create_conversation.
+    rid = alice.send("stream_response", {"conversation_id": cid, "assistant_id": "nomodel"})
+    assert error(alice, rid)["code"] == "INVALID_MESSAGE"
+    # The replaced reply is no longer in history: the error says what to name.
+    rid = alice.send("stream_response", {"conversation_id": cid, "message_id": old_reply})
+    data = error(alice, rid)
+    assert data["code"] == "NOT_FOUND" and "name its user message" in data["message"]
 
 
 def test_leave_stops_events(alice: Client) -> None:
     cid = alice.create()
     rid = alice.send("leave_conversation", {"conversation_id": cid})
     assert alice.expect("conversation_left")["reply_to"] == rid
+    rid = alice.send("leave_conversation", {"conversation_id": "nope"})
+    assert error(alice, rid)["code"] == "NOT_FOUND"
     # The owner's connection, no longer joined, gets rule 9's message_added instead.
     alice.send("send_message", {"conversation_id": cid, "content": "hi"})
     received = alice.expect("message_received")
@@ -355,6 +364,7 @@ def test_forbidden(server: Server, alice: Client) -> None:
         ("send_message", {"conversation_id": cid, "content": "hi"}),
         ("rename_conversation", {"conversation_id": cid, "title": "mine"}),
         ("typing", {"conversation_id": cid, "is_typing": True}),
+        ("leave_conversation", {"conversation_id": cid}),
     ]:
         rid = bob.send(kind, data)
         assert error(bob, rid)["code"] == "FORBIDDEN"

@@ -736,6 +736,8 @@ def _join_conversation(self: Connection, req: Request) -> None:
 
 def _leave_conversation(self: Connection, req: Request) -> None:
     cid: str = req["conversation_id"]
+    if cid not in self.joined:  # leaving one it joined always works, even if deleted since
+        self._owned(cid)  # NOT_FOUND / FORBIDDEN like every other conversation request
     self.ctx.hub.leave(self, cid)
     self.joined.discard(cid)
     self.send(frame("conversation_left", {"conversation_id": cid}, req.id))
