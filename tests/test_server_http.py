@@ -329,3 +329,25 @@ def test_models_lists_configured_models_and_the_default(server: Server) -> None:
     body = Api(server).get("/api/v1/models").json()
     assert body["default"] == "mock"
     assert {"name": "mock", "provider": "mock", "model": "mock"} in body["models"]
+
+
+def test_the_rate_limit_holds_in_every_window() -> None:
+    # PROTOCOL.md rule 14: 30 per 10 s. A token bucket let through the burst
+    # and then its refill: ~58 in 9.5 s, found by a conformance check.
+    from actorchat.errors import RateLimited
+    from actorchat.server._limits import RateLimiter
+
+    now = [0.0]
+    limiter = RateLimiter(30, 10.0, clock=lambda: now[0])
+    accepted: list[float] = []
+    for step in range(400):  # one try every 50 ms for 20 s
+        now[0] = step * 0.05
+        try:
+            limiter.take("u")
+            accepted.append(now[0])
+        except RateLimited as exc:
+            assert 0 < exc.retry_after <= 10.0
+    for t in accepted:
+        assert sum(1 for a in accepted if t <= a < t + 10.0) <= 30
+    assert len(accepted) == 60  # 30 at once, 30 more once the first ones left the window
+    limiter.take("someone else")  # per user

@@ -1,15 +1,18 @@
 """Per-user message rate limiting (PROTOCOL.md rule 14).
 
-A token bucket per user, shared by all of the user's connections and the
-HTTP API: ``rate_limit_messages`` tokens refilled evenly over
-``rate_limit_window`` seconds, so a burst of that many is allowed and the
-long-run rate is capped. Everything runs on one gevent hub, so the buckets
-need no lock.
+"30 messages per 10 s per user" holds for *every* 10 s window: each user
+keeps the times of their last ``rate_limit_messages`` accepted messages,
+and a message is refused while that many fall within the last
+``rate_limit_window`` seconds. (A token bucket refilling evenly, the first
+version, let a user send the burst and then the refill: up to twice the
+limit in some windows.) Shared by all of a user's connections and the HTTP
+API; everything runs on one gevent hub, so no lock.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 
 from actorchat.errors import RateLimited
@@ -18,46 +21,47 @@ __all__ = ["RateLimiter"]
 
 
 class RateLimiter:
-    """Token buckets keyed by user id.
+    """Sliding-window message counts keyed by user id.
 
     Args:
-        capacity: tokens in a full bucket (the burst allowed).
-        window: seconds to refill a whole bucket.
+        limit: messages allowed in any window.
+        window: the window, in seconds.
         clock: monotonic time source (tests may pass their own).
     """
 
-    #: Buckets kept before idle full ones are dropped (a sweep on insert).
-    MAX_IDLE_BUCKETS = 100_000
+    #: Users tracked before those with no message in the window are dropped
+    #: (a sweep on insert).
+    MAX_IDLE_USERS = 100_000
 
     def __init__(
-        self, capacity: int, window: float, clock: Callable[[], float] = time.monotonic
+        self, limit: int, window: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.capacity = float(capacity)
-        self.rate = capacity / window
+        self.limit = limit
+        self.window = window
         self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._sent: dict[str, deque[float]] = {}
 
-    def take(self, user_id: str, cost: float = 1.0) -> None:
-        """Spend ``cost`` tokens of the user's bucket or raise ``RateLimited``.
+    def take(self, user_id: str) -> None:
+        """Count one message of the user's, or raise ``RateLimited``.
 
-        The error's ``retry_after`` is when enough tokens will be back.
+        The error's ``retry_after`` is when the oldest message in the window
+        leaves it.
         """
         now = self._clock()
-        tokens, last = self._buckets.get(user_id, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - last) * self.rate)
-        if tokens < cost:
-            retry_after = round((cost - tokens) / self.rate, 3)
-            self._buckets[user_id] = (tokens, now)
+        sent = self._sent.get(user_id)
+        if sent is None:
+            if len(self._sent) >= self.MAX_IDLE_USERS:
+                self._sweep(now)
+            sent = self._sent[user_id] = deque(maxlen=self.limit)
+        elif len(sent) >= self.limit and now - sent[0] < self.window:
+            retry_after = round(sent[0] + self.window - now, 3)
             raise RateLimited(
-                f"too many messages: at most {self.capacity:g} per "
-                f"{self.capacity / self.rate:g}s; retry in {retry_after:g}s",
+                f"too many messages: at most {self.limit} per {self.window:g}s; "
+                f"retry in {retry_after:g}s",
                 retry_after,
             )
-        if len(self._buckets) >= self.MAX_IDLE_BUCKETS and user_id not in self._buckets:
-            self._sweep(now)
-        self._buckets[user_id] = (tokens - cost, now)
+        sent.append(now)  # the deque's maxlen drops the oldest
 
     def _sweep(self, now: float) -> None:
-        """Forget buckets that have refilled completely: they carry no state."""
-        full = self.capacity / self.rate
-        self._buckets = {u: b for u, b in self._buckets.items() if now - b[1] < full}
+        """Forget users whose messages all left the window: they carry no state."""
+        self._sent = {u: s for u, s in self._sent.items() if now - s[-1] < self.window}
