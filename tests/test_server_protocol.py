@@ -174,6 +174,8 @@ def test_create_list_rename_delete(server: Server, alice: Client) -> None:
     rid = alice.send("list_conversations", {"limit": 10})
     listed = alice.expect("conversations", lambda f: f.get("reply_to") == rid)
     assert cid in [c["id"] for c in listed["data"]["conversations"]]
+    rid = alice.send("list_conversations", {"limit": 0})  # as over HTTP: not the default page
+    assert error(alice, rid)["code"] == "INVALID_MESSAGE"
 
     rid = alice.send("rename_conversation", {"conversation_id": cid, "title": "renamed"})
     updated = alice.expect("conversation_updated")
@@ -407,7 +409,7 @@ def test_rate_limited_with_retry_after(tmp_path: Path) -> None:
         rid = c.send("send_message", {"conversation_id": cid, "content": "one too many"})
         data = error(c, rid)
         assert data["code"] == "RATE_LIMITED"
-        assert 0 < data["retry_after"] <= 20
+        assert 0 < data["retry_after"] <= 60  # when the oldest of the 3 leaves the window
         assert_alive(c)
 
 
