@@ -1026,6 +1026,14 @@ class ConversationActor(GreenletActor):
         self.deps.metrics.generating -= 1
         core.current = None
         usage = Usage(0, len(gen.chunks), estimated=True)
+        if gen.chunks:
+            # Its user message is answered again after the restart "as by
+            # stream_response" (PROTOCOL.md rule 8): what clients were shown
+            # stays stored as an earlier version. Queued before we tell the
+            # supervisor, so the reload reads it (and leaves it out of history).
+            partial = core.finish(gen, "error", usage, time.time())
+            partial.superseded = True
+            self.deps.store.append_message_async(partial, _ignore_store_result)
         bus = self.deps.bus
         bus.publish(
             ErrorEvent(
@@ -1062,6 +1070,10 @@ class ConversationActor(GreenletActor):
         from actorchat._supervisor import ChildFailed
 
         sup.tell(ChildFailed(self.conversation_id, self, reason, inbox, waiters))
+
+
+def _ignore_store_result(_error: StoreError | None) -> None:
+    """A write nobody waits for (a crashed reply's partial text, kept as a version)."""
 
 
 def _throw_cancel(g: Any, gen: Generation) -> None:

@@ -46,14 +46,15 @@ def test_killed_conversation_restarts_with_identical_history(system: ChatSystem)
     assert system.send_message(cid, "four", timeout=WAIT)
 
 
-def test_pending_reply_arrives_after_a_crash_mid_stream(make_system) -> None:  # type: ignore[no-untyped-def]
-    system = make_system(mock_delay_ms=10.0, mock_tokens=40)
+@pytest.mark.parametrize("store", ["sqlite", "memory"])
+def test_pending_reply_arrives_after_a_crash_mid_stream(make_system, store: str) -> None:  # type: ignore[no-untyped-def]
+    system = make_system(mock_delay_ms=10.0, mock_tokens=40, store=store)
     cid = system.start_conversation()
     system.send_message(cid, "warm up", timeout=WAIT)
     sub = system.subscribe(cid)
     waiter = gevent.spawn(system.send_message, cid, "answer me", timeout=WAIT)
     start, _ = wait_for(sub, of_type(StreamStart))
-    wait_for(sub, of_type(StreamContent, index=3))
+    _, before = wait_for(sub, of_type(StreamContent, index=3))
     system.kill(cid)
     # The interrupted reply ends once, with an error...
     done, seen = wait_for(sub, of_type(StreamComplete, message_id=start.message_id))  # type: ignore[attr-defined]
@@ -69,6 +70,19 @@ def test_pending_reply_arrives_after_a_crash_mid_stream(make_system) -> None:  #
     assert [m.content for m in history if m.role == "user"] == ["warm up", "answer me"]
     assert history[-1].content == reply and history[-1].finish_reason == "stop"
     assert len(history) == 4
+    # Answered again "as by stream_response" (rule 8): what clients were shown
+    # of the interrupted reply stays stored as an earlier version.
+    shown = "".join(
+        e.content  # type: ignore[attr-defined]
+        for e in [*before, *seen]  # each includes the event it waited for
+        if isinstance(e, StreamContent) and e.message_id == start.message_id  # type: ignore[attr-defined]
+    )
+    versions = system.messages(cid, versions=True)
+    old = [m for m in versions if m.id == start.message_id]  # type: ignore[attr-defined]
+    assert len(old) == 1 and old[0].superseded and old[0].finish_reason == "error"
+    assert old[0].content == shown and shown
+    assert [m.id for m in versions if not m.superseded] == [m.id for m in history]
+    assert system.store.get_conversation(cid).message_count == 4  # versions not counted
 
 
 def test_requests_queued_in_a_crashing_mailbox_are_not_lost(system: ChatSystem) -> None:

@@ -101,6 +101,13 @@ def _count(value: Any, name: str) -> int:
     raise InvalidRequest(f"{name} must be an integer >= 0")
 
 
+def _page_size(value: Any, name: str) -> int:
+    # As over HTTP: a page of nothing is a mistake, not a request for the default.
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise InvalidRequest(f"{name} must be an integer >= 1")
+
+
 def _index(value: Any, name: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= -1:
         return value
@@ -144,7 +151,7 @@ _SCHEMAS: dict[str, dict[str, tuple[bool, Check]]] = {
     "typing": {"conversation_id": (True, _conversation_id), "is_typing": (True, _boolean)},
     "typing_start": {"conversation_id": (True, _conversation_id)},
     "typing_stop": {"conversation_id": (True, _conversation_id)},
-    "list_conversations": {"limit": (False, _count), "before": (False, _conversation_id)},
+    "list_conversations": {"limit": (False, _page_size), "before": (False, _conversation_id)},
     "rename_conversation": {"conversation_id": (True, _conversation_id), "title": (True, _string)},
     "delete_conversation": {"conversation_id": (True, _conversation_id)},
     "ping": {},

@@ -799,7 +799,7 @@ def _typing(self: Connection, req: Request) -> None:
 
 def _list_conversations(self: Connection, req: Request) -> None:
     cfg = self.ctx.config
-    limit = min(req.get("limit", 50) or 50, cfg.max_page)
+    limit = min(req.get("limit", 50), cfg.max_page)
     convs = self.ctx.chat.list_conversations(self.user_id, limit, req.get("before"))
     self.send(frame("conversations", {"conversations": [c.to_dict() for c in convs]}, req.id))
 

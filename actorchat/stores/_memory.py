@@ -36,7 +36,8 @@ class MemoryStore(Store):
         # Stored as is: messages are not changed after they are stored (the
         # one exception, superseding, goes through this store).
         self._msgs[message.conversation_id].append(message)
-        conv.message_count += 1
+        if not message.superseded:  # stored as an earlier version already (a crashed reply)
+            conv.message_count += 1
         conv.updated_at = message.created_at
 
     def supersede_message(self, conversation_id: str, message_id: str) -> None:
