@@ -72,15 +72,15 @@ log = logging.getLogger("actorchat.providers")
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^)'\"\]]+)")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _text(delta: str) -> str:
     """``delta`` as text UTF-8 can hold: a lone surrogate (JSON can escape one) becomes U+FFFD.
 
     Stored as it came, it failed the reply's write to the store.
     """
     return _SURROGATE.sub("\ufffd", delta)
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _os_reason(exc: BaseException) -> str:
