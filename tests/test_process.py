@@ -139,9 +139,10 @@ def test_cli_says_why_a_reply_failed(tmp_path: Path) -> None:
     out = run("", tmp_path, "-m", "actorchat", "chat", "--config", str(config),
               "--model-name", "down", "hi")  # fmt: skip
     assert out.returncode == 1
-    assert "actorchat: PROVIDER_ERROR: model 'down': connection failed: Connection refused" in (
-        out.stderr
-    )
+    assert (
+        "actorchat: PROVIDER_ERROR: model 'down': connection failed: Connection refused "
+        "(gave up after 1 attempt)"
+    ) in out.stderr
     said = [line for line in out.stderr.splitlines() if line.startswith("actorchat: ")]
     assert len(said) == 1 and "HTTPConnectionPool" not in said[0]
     assert "Traceback" not in out.stderr
@@ -165,6 +166,8 @@ def test_a_data_dir_that_cannot_be_used_is_one_clear_line(tmp_path: Path) -> Non
         assert out.returncode == 1
         assert out.stderr.startswith(f"actorchat: cannot open SQLite store {bad}")
         assert "ACTORCHAT_DATA_DIR" in out.stderr and "Traceback" not in out.stderr
+        if bad == tmp_path / "a-file":
+            assert f"{bad} is a file, not a directory" in out.stderr
 
 
 def test_a_second_process_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:

@@ -279,6 +279,9 @@ def test_http_limits(tmp_path: Path) -> None:
         r = api.post(path, data=b"x" * (2 * 1024 * 1024))
         assert r.status_code == 413
         assert r.json()["error"]["message"] == "the request body is larger than 1048576 bytes"
+        # The same body sent chunked (no Content-Length) is refused the same way.
+        r = api.post(path, data=iter([b"x" * 65536] * 32))
+        assert r.status_code == 413 and r.json()["error"]["code"] == "MESSAGE_TOO_LONG"
         # The WebSocket route, asked without an upgrade, says what it wants.
         r = api.get("/api/v1/chat/ws")
         assert r.status_code == 400 and "send an upgrade request" in r.json()["error"]["message"]

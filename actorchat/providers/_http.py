@@ -437,7 +437,8 @@ class HttpProvider(Provider):
                 if attempt.yielded or not attempt.retryable:
                     raise
                 if attempt_no >= model.max_attempts:
-                    msg = f"{exc} (gave up after {attempt_no} attempts)"
+                    tries = "1 attempt" if attempt_no == 1 else f"{attempt_no} attempts"
+                    msg = f"{exc} (gave up after {tries})"
                     raise ProviderError(msg) from exc
                 delay = self._retry_delay(attempt_no, attempt.retry_after, exc)
                 self.retries += 1

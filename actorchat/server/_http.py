@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from actorchat._events import ErrorEvent, MessageReceived, StreamComplete
 from actorchat._export import FORMATS
@@ -113,6 +114,11 @@ def _body() -> dict[str, Any]:
     raw = request.get_data(cache=False)
     if not raw:
         return {}
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # Chunked: Werkzeug stops reading at the limit instead of refusing, and
+        # the truncated body read as "not valid JSON".
+        raise RequestEntityTooLarge()
     try:
         return load(raw)
     except InvalidJSON as exc:  # the frame parser's words, said of a request body

@@ -236,6 +236,10 @@ class SQLiteStore(Store):
     def open(self) -> None:
         if self._pool is not None:
             return  # already open (e.g. opened by the caller, then given to a ChatSystem)
+        where = self.path.parent
+        if where.exists() and not where.is_dir():
+            why = f"{where} is a file, not a directory"
+            raise StoreError(f"cannot open SQLite store {self.path}: {why}; {_WHERE}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock_fd = _lock(self.path)
