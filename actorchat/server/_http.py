@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import fields
 from typing import Any
 
 import gevent
@@ -20,6 +21,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from actorchat._events import ErrorEvent, MessageReceived, StreamComplete
 from actorchat._export import FORMATS
+from actorchat._records import Conversation
 from actorchat.errors import (
     ActorchatError,
     AuthRequired,
@@ -105,9 +107,9 @@ def _wants_sse() -> bool:
     return "text/event-stream" in request.headers.get("Accept", "")
 
 
-_CONVERSATION_KEYS = frozenset(
-    {"title", "model", "system_prompt", "id", "created_at", "updated_at", "message_count"}
-)
+# What a conversation object may carry back in a PATCH (the editable fields
+# and the read-only ones GET shows), from the record itself.
+_CONVERSATION_KEYS = frozenset(f.name for f in fields(Conversation))
 
 
 def _body() -> dict[str, Any]:

@@ -183,13 +183,20 @@ def load(text: str | bytes) -> dict[str, Any]:
     # string no UTF-8 text can hold: echoed back, stored or sent on, it broke
     # the connection or the store. Such escapes are rare, so only a frame
     # that has one is searched.
-    raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
-    if _SURROGATE_ESCAPE.search(raw) and _holds_lone_surrogate(obj):
+    escaped = (
+        _SURROGATE_ESCAPE.search(text)
+        if isinstance(text, str)
+        else _SURROGATE_ESCAPE_BYTES.search(
+            text
+        )  # bytes (binary frames, bodies): not decoded again
+    )
+    if escaped and _holds_lone_surrogate(obj):
         raise InvalidJSON("the frame is not valid text: it escapes a lone UTF-16 surrogate")
     return obj
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
