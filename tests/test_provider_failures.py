@@ -377,6 +377,7 @@ def _reply_events(chat: ChatSystem, cid: str, text: str) -> list[Any]:
         (Behavior(status=401), "PROVIDER_ERROR"),
         (Behavior(ttfb=60.0), "TIMEOUT"),
         (Behavior(tokens=5, disconnect_after=2), "PROVIDER_ERROR"),
+        (Behavior(tokens=5, cut_after=2), "PROVIDER_ERROR"),
     ],
 )
 def test_failing_backend_never_crashes_the_conversation(

@@ -169,12 +169,42 @@ def test_cumulative_usage_the_last_message_delta_wins_and_thinking_is_skipped() 
     assert end.usage.estimated is False
 
 
-def test_end_without_message_stop_after_stop_reason_is_complete(
+def test_end_without_message_stop_after_text_is_cut_short(server: FakeAnthropicServer) -> None:
+    # Even with a stop_reason: without message_stop the stream did not finish.
+    server.reset(Behavior(tokens=2, end_marker=False))
+    got: list[str] = []
+    with pytest.raises(ProviderError, match="before message_stop"):
+        read_partial(provider(server).stream(request(model_for(server, "anthropic"))), got)
+    assert got == ["w0", " w1"]
+    assert len(server.requests) == 1  # text was yielded: never retried
+
+
+def test_clean_end_without_message_stop_after_text_is_cut_short(
     server: FakeAnthropicServer,
 ) -> None:
-    server.reset(Behavior(tokens=2, end_marker=False))
+    server.reset(Behavior(tokens=5, cut_after=2))
+    got: list[str] = []
+    with pytest.raises(ProviderError, match="before message_stop"):
+        read_partial(provider(server).stream(request(model_for(server, "anthropic"))), got)
+    assert got == ["w0", " w1"]
+    assert len(server.requests) == 1
+
+
+def test_clean_end_without_message_stop_before_text_is_retried(
+    server: FakeAnthropicServer,
+) -> None:
+    server.reset(Behavior(tokens=2))
+    server.script(Behavior(tokens=3, cut_after=0))
     deltas, end = collect(provider(server).stream(request(model_for(server, "anthropic"))))
-    assert len(deltas) == 2 and end.finish_reason == "stop"
+    assert deltas == ["w0", " w1"] and end.finish_reason == "stop"
+    assert len(server.requests) == 2
+
+
+def test_an_honest_empty_answer_stays_empty(server: FakeAnthropicServer) -> None:
+    server.reset(Behavior(tokens=0))
+    deltas, end = collect(provider(server).stream(request(model_for(server, "anthropic"))))
+    assert deltas == [] and end.finish_reason == "stop"
+    assert len(server.requests) == 1
 
 
 def test_stream_that_just_stops_after_text_is_an_error(server: FakeAnthropicServer) -> None:

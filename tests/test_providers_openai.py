@@ -144,10 +144,38 @@ def test_end_without_done_marker_after_finish_reason_is_complete(server: FakeOpe
     assert len(deltas) == 3 and end.finish_reason == "stop"
 
 
-def test_done_marker_without_finish_reason_is_complete(server: FakeOpenAIServer) -> None:
-    server.reset(Behavior(tokens=3, finish=False, usage=False))
+def test_done_without_finish_reason_after_text_is_cut_short(server: FakeOpenAIServer) -> None:
+    # [DONE] with no finish_reason: the upstream stopped before the model did.
+    server.reset(Behavior(tokens=5, cut_after=3, usage=False))
+    got: list[str] = []
+    with pytest.raises(ProviderError, match="cut short"):
+        read_partial(provider(server).stream(request(model_for(server, "openai"))), got)
+    assert got == ["w0", " w1", " w2"]
+    assert len(server.requests) == 1  # text was yielded: never retried
+
+
+def test_done_without_finish_reason_before_text_is_retried(server: FakeOpenAIServer) -> None:
+    # What llama.cpp's server sends for a request a newer one interrupted:
+    # a role-only chunk, then [DONE]. Not an empty answer: tried again.
+    server.reset(Behavior(tokens=2))
+    server.script(Behavior(tokens=3, cut_after=0, usage=False))
     deltas, end = collect(provider(server).stream(request(model_for(server, "openai"))))
-    assert len(deltas) == 3 and end.finish_reason == "stop"
+    assert deltas == ["w0", " w1"] and end.finish_reason == "stop"
+    assert len(server.requests) == 2
+
+
+def test_done_without_finish_reason_every_time_gives_up(server: FakeOpenAIServer) -> None:
+    server.reset(Behavior(tokens=3, cut_after=0))
+    with pytest.raises(ProviderError, match="cut short.*gave up after 3 attempts"):
+        collect(provider(server, max_attempts=3).stream(request(model_for(server, "openai"))))
+    assert len(server.requests) == 3
+
+
+def test_an_honest_empty_answer_stays_empty(server: FakeOpenAIServer) -> None:
+    server.reset(Behavior(tokens=0, finish_reason="stop"))
+    deltas, end = collect(provider(server).stream(request(model_for(server, "openai"))))
+    assert deltas == [] and end.finish_reason == "stop"
+    assert len(server.requests) == 1
 
 
 def test_stream_that_just_stops_after_text_is_an_error(server: FakeOpenAIServer) -> None:

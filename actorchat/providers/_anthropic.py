@@ -153,7 +153,8 @@ class AnthropicProvider(HttpProvider):
             elif kind == "error":
                 raise self.stream_error(data.get("error"), attempt)
             # ping, content_block_start/stop and unknown events: nothing to do
-        if not stopped and stop_reason is None:
+        if not stopped:
+            # Without message_stop the reply was cut short, whatever came before.
             raise self.broken(attempt, "the stream ended before message_stop")
         reason = STOP_REASONS.get(stop_reason or "end_turn", "stop")
         yield self.estimated_end(reason, fitted, attempt, prompt, completion)

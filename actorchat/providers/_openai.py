@@ -11,7 +11,10 @@ only the role, ``"usage": null`` on every chunk, the usage in a chunk whose
 that ends without ``[DONE]`` after its ``finish_reason``, an ``error``
 object in the middle of a stream, and no usage at all (llama.cpp sends
 none even when asked): then the provider counts for itself and marks the
-usage ``estimated``.
+usage ``estimated``. A stream with no ``finish_reason`` at all is cut
+short, ``[DONE]`` or not: llama.cpp's server ends a request that a newer one
+interrupts with a role-only chunk and ``[DONE]``, which must not pass for
+an empty answer.
 
 Options: ``max_tokens_field`` (``"max_tokens"``, or ``"max_completion_tokens"``
 for OpenAI's reasoning models), ``include_usage`` (default true; some old
@@ -138,8 +141,16 @@ class OpenAIProvider(HttpProvider):
                 reason = choice.get("finish_reason")
                 if isinstance(reason, str) and reason:
                     finish = reason
-        if not done and finish is None:
-            raise self.broken(attempt, "the stream ended before the model finished")
+        if finish is None:
+            # No finish_reason: the stream was cut short, even if it said
+            # [DONE] (llama.cpp's server ends a request it interrupts that
+            # way). Before any text it is retried; after, the reply fails.
+            what = (
+                "the stream was cut short: [DONE] came before any finish_reason"
+                if done
+                else "the stream ended before the model finished"
+            )
+            raise self.broken(attempt, what)
         prompt = completion = None
         if usage is not None:
             prompt = _int(usage.get("prompt_tokens"))

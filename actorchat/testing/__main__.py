@@ -34,6 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-usage", action="store_true", help="send no token usage")
     parser.add_argument("--api-key", default=None, help="require this key")
     parser.add_argument(
+        "--interrupts",
+        action="store_true",
+        help="a new request cuts short those in progress, as llama.cpp's server does",
+    )
+    parser.add_argument(
         "--stamp", action="store_true", help="tokens carry their send time (for benches)"
     )
     args = parser.parse_args(argv)
@@ -45,7 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         usage=not args.no_usage,
         stamp=args.stamp,
     )
-    server = SERVERS[args.kind](behavior, host=args.host, port=args.port, api_key=args.api_key)
+    server = SERVERS[args.kind](
+        behavior,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        interrupts=args.interrupts,
+    )
     server.start()
     print(f"fake {args.kind} server listening: base_url={server.base_url}", flush=True)
     stop = Event()

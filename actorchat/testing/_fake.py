@@ -13,6 +13,9 @@ one, or the next one queued with ``script()``. Every request is recorded
 (``RecordedRequest``) with its headers, body, what was sent, and whether
 the client disconnected before the stream ended, which is how tests prove
 that a cancel really closed the upstream request.
+
+``interrupts=True`` makes a server behave like llama.cpp's: a new streaming
+request cuts short every one in progress, which ends as ``cut_after`` says.
 """
 
 from __future__ import annotations
@@ -82,6 +85,10 @@ class Behavior:
         finish: Send the finishing chunk (OpenAI ``finish_reason``,
             Anthropic ``message_delta``); without it and without the end
             marker, the stream just stops, like a broken one.
+        cut_after: End the stream cleanly after this many tokens, but cut
+            short: OpenAI ``[DONE]`` with no ``finish_reason`` (what
+            llama.cpp's server sends for a request a newer one interrupted),
+            Anthropic ``content_block_stop`` and no ``message_stop``.
         ping: Anthropic only: send ``ping`` events (first, then every 5 tokens).
         prompt_tokens: The prompt token count reported in usage.
         stamp: Make every token the send time (``time.monotonic()``, as
@@ -99,6 +106,7 @@ class Behavior:
     disconnect_after: int | None = None
     hang_after: int | None = None
     error_after: int | None = None
+    cut_after: int | None = None
     finish_reason: str | None = None
     usage: bool = True
     usage_style: str = "empty"
@@ -137,7 +145,11 @@ class RecordedRequest:
     tokens_sent: int = 0
     completed: bool = False
     disconnected: bool = False
+    #: Cut short by a newer request (a server made with ``interrupts=True``).
+    interrupted: bool = False
     done: Event = field(default_factory=Event)
+    #: Set with ``interrupted``: ends the response's current wait at once.
+    wake: Event = field(default_factory=Event)
 
     @property
     def json(self) -> Any:
@@ -180,8 +192,11 @@ class FakeServer:
         host: str = "127.0.0.1",
         port: int = 0,
         api_key: str | None = None,
+        interrupts: bool = False,
     ) -> None:
         self.default = default or Behavior()
+        self.interrupts = interrupts
+        self._streaming: set[RecordedRequest] = set()
         self.host = host
         self.port = port
         self.api_key = api_key
@@ -279,6 +294,10 @@ class FakeServer:
         """The JSON body sent with an error status."""
         raise NotImplementedError
 
+    def cut_short(self) -> Iterator[tuple[str, bytes]]:
+        """The frames that end a stream cleanly but without its finish."""
+        raise NotImplementedError
+
     def check_auth(self, request: RecordedRequest) -> bool:
         """Whether the request carries ``api_key`` (always, when none is set)."""
         return self.api_key is None
@@ -339,11 +358,16 @@ class FakeServer:
 
         behavior = self._script.popleft() if self._script else self.default
         request.behavior = behavior
+        if self.interrupts:
+            for running in self._streaming:
+                running.interrupted = True
+                running.wake.set()
         self.requests.append(request)
         self._arrived.set()
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         watch = _Watch(sock)
+        self._streaming.add(request)
         try:
             return self._stream(sock, request, behavior)
         except (OSError, _ClientGone):
@@ -352,6 +376,7 @@ class FakeServer:
         except _Abort:
             return False
         finally:
+            self._streaming.discard(request)
             watch.close()
             self.active -= 1
             request.done.set()
@@ -400,7 +425,11 @@ class FakeServer:
                 wait = behavior.first_token_delay if first else behavior.delay
                 first = False
                 if wait:
-                    self._linger(wait)
+                    self._linger(wait, request)
+                if request.interrupted:  # a newer request came (before or while it waited)
+                    for _, end in self.cut_short():
+                        send(b"%x\r\n%s\r\n" % (len(end), end))
+                    break
                 if behavior.stamp:
                     frame = frame.replace(b"@STAMP@", f" {time.monotonic():.6f}".encode())
                 request.tokens_sent = n + 1
@@ -422,15 +451,19 @@ class FakeServer:
         head += [f"{k}: {v}" for k, v in extra.items()]
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
 
-    def _linger(self, seconds: float | None) -> None:
+    def _linger(self, seconds: float | None, request: RecordedRequest | None = None) -> None:
         """Wait ``seconds`` (None: until the server stops).
 
-        A client that leaves meanwhile interrupts the wait (see ``_Watch``).
+        A client that leaves meanwhile interrupts the wait (see ``_Watch``),
+        and so does a newer request on a server that ``interrupts``.
         """
         if seconds is None:
             self._stopping.wait()
             raise _ClientGone
-        gevent.sleep(seconds)
+        if request is not None:
+            request.wake.wait(seconds)
+        else:
+            gevent.sleep(seconds)
 
 
 class _Watch:
@@ -512,6 +545,9 @@ class FakeOpenAIServer(FakeServer):
             if i == behavior.error_after:
                 yield "error", _sse(self.error_body(behavior))
                 return
+            if i == behavior.cut_after:
+                yield from self.cut_short()
+                return
             content = '"@STAMP@"' if behavior.stamp else json.dumps(token)
             chunk = head + (
                 f'"choices": [{{"index": 0, "delta": {{"content": {content}}}, '
@@ -520,6 +556,9 @@ class FakeOpenAIServer(FakeServer):
             yield "token", _sse(chunk)
         if behavior.error_after is not None and behavior.error_after >= len(tokens):
             yield "error", _sse(self.error_body(behavior))
+            return
+        if behavior.cut_after is not None and behavior.cut_after >= len(tokens):
+            yield from self.cut_short()
             return
         usage = {
             "prompt_tokens": behavior.prompt_tokens,
@@ -541,6 +580,10 @@ class FakeOpenAIServer(FakeServer):
             yield "other", _sse(last)
         if behavior.end_marker:
             yield "other", _sse("[DONE]")
+
+
+    def cut_short(self) -> Iterator[tuple[str, bytes]]:
+        yield "other", _sse("[DONE]")
 
 
 class FakeAnthropicServer(FakeServer):
@@ -608,6 +651,9 @@ class FakeAnthropicServer(FakeServer):
             if i == behavior.error_after:
                 yield "error", _sse(error, "error")
                 return
+            if i == behavior.cut_after:
+                yield from self.cut_short()
+                return
             if behavior.ping and i and i % 5 == 0:
                 yield "other", _sse({"type": "ping"}, "ping")
             text = '"@STAMP@"' if behavior.stamp else json.dumps(token)
@@ -618,6 +664,9 @@ class FakeAnthropicServer(FakeServer):
             yield "token", frame.encode()
         if behavior.error_after is not None and behavior.error_after >= len(tokens):
             yield "error", _sse(error, "error")
+            return
+        if behavior.cut_after is not None and behavior.cut_after >= len(tokens):
+            yield from self.cut_short()
             return
         yield "other", _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
         if behavior.finish:
@@ -632,6 +681,10 @@ class FakeAnthropicServer(FakeServer):
             yield "other", _sse(delta, "message_delta")
         if behavior.end_marker:
             yield "other", _sse({"type": "message_stop"}, "message_stop")
+
+
+    def cut_short(self) -> Iterator[tuple[str, bytes]]:
+        yield "other", _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
 
 
 #: The server classes by provider name, for the command line.
