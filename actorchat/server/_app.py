@@ -34,7 +34,7 @@ from actorchat._system import ChatSystem
 from actorchat._version import __version__
 from actorchat.config import Config, load_config
 from actorchat.errors import ActorchatError, ConfigurationError, error_code
-from actorchat.server._auth import Authenticator
+from actorchat.server._auth import DEV_KEY_FILE, Authenticator, load_dev_key
 from actorchat.server._context import ServerContext
 from actorchat.server._heartbeat import Heartbeat
 from actorchat.server._http import error_response, exception_response, make_api, timed
@@ -125,6 +125,12 @@ def create_app(chat: ChatSystem, config: Config | None = None) -> Flask:
     ["actorchat"]`` holds the ``ServerContext`` for the wiring to stop it.
     """
     cfg = config or chat.config
+    # Dev tokens outlive the process where the data does: with a store on
+    # disk, the key sits beside it (the memory store forgets everything anyway).
+    dev_key = None
+    if not cfg.jwt_secret and cfg.store != "memory":
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        dev_key = load_dev_key(cfg.data_dir / DEV_KEY_FILE)
     metrics = ServerMetrics(chat)
     hub = Hub(chat, metrics)
     connections: dict[Any, None] = {}
@@ -132,7 +138,7 @@ def create_app(chat: ChatSystem, config: Config | None = None) -> Flask:
         config=cfg,
         chat=chat,
         hub=hub,
-        auth=Authenticator(cfg.jwt_secret, cfg.jwt_leeway, cfg.dev_token_ttl),
+        auth=Authenticator(cfg.jwt_secret, cfg.jwt_leeway, cfg.dev_token_ttl, dev_key),
         limiter=RateLimiter(cfg.rate_limit_messages, cfg.rate_limit_window),
         metrics=metrics,
         heartbeat=Heartbeat(connections, cfg.ping_interval),

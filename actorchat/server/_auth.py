@@ -6,19 +6,33 @@ configured the server runs in *dev mode*: it signs with a random secret of
 its own, hands tokens out at ``POST /api/v1/auth/token``, and lets everyone
 use the operations endpoints. Configuring ``jwt_secret``
 (``ACTORCHAT_JWT_SECRET``) turns all of that off.
+
+The dev secret is kept in the data dir (``dev-auth.key``, mode 0600, made on
+first start): a dev token is good for ``dev_token_ttl`` as promised, across
+restarts, and on every process that shares the data dir. Clients that save
+their token and reconnect would otherwise loop on 4001 after each restart.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import secrets
+import stat
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import jwt
 
-from actorchat.errors import AuthError, AuthRequired, InvalidRequest
+from actorchat.errors import AuthError, AuthRequired, ConfigurationError, InvalidRequest
 
-__all__ = ["Authenticator", "Identity"]
+__all__ = ["DEV_KEY_FILE", "Authenticator", "Identity", "load_dev_key"]
+
+log = logging.getLogger("actorchat.server")
+
+#: The dev-mode signing key's file, in the data dir.
+DEV_KEY_FILE = "dev-auth.key"
 
 _ALGORITHM = "HS256"
 #: Longest user id accepted, in dev tokens and in ``sub``.
@@ -34,20 +48,75 @@ class Identity:
     admin: bool = False
 
 
+def load_dev_key(path: Path) -> str:
+    """The dev-mode signing key kept at ``path``; made (mode 0600) if missing.
+
+    Made in a temporary file and linked into place, so that processes
+    starting at once on one data dir agree on one key: the first link wins
+    and the others read it.
+    """
+    try:
+        return _read_key(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise _key_error(path, exc) from exc
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        return _read_key(path)
+    except OSError as exc:
+        raise _key_error(path, exc) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_key(path: Path) -> str:
+    with open(path, encoding="ascii") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        key = f.read().strip()
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("%s can be read by others; it signs dev tokens: chmod 600 it", path)
+    if len(key) < 16:
+        msg = f"{path}: the dev auth key is missing or too short; delete the file to make a new one"
+        raise ConfigurationError(msg)
+    return key
+
+
+def _key_error(path: Path, exc: OSError) -> ConfigurationError:
+    reason = exc.strerror or str(exc)
+    return ConfigurationError(
+        f"data_dir: cannot keep the dev auth key in {path}: {reason} "
+        "(set --data-dir / ACTORCHAT_DATA_DIR, or ACTORCHAT_JWT_SECRET)"
+    )
+
+
 class Authenticator:
     """Verifies tokens and, in dev mode, issues them.
 
     Args:
-        secret: the HS256 key; empty means dev mode with a per-process key.
+        secret: the HS256 key; empty means dev mode.
         leeway: seconds of clock skew tolerated on ``exp``, ``nbf`` and ``iat``.
         dev_token_ttl: default lifetime of dev tokens, in seconds.
+        dev_key: dev mode's signing key (``load_dev_key``); without one, a
+            key of this process's own, and tokens die with it.
     """
 
-    def __init__(self, secret: str, leeway: float = 30.0, dev_token_ttl: float = 86_400.0) -> None:
+    def __init__(
+        self,
+        secret: str,
+        leeway: float = 30.0,
+        dev_token_ttl: float = 86_400.0,
+        dev_key: str | None = None,
+    ) -> None:
         self.dev_mode = not secret
-        # A dev key lives as long as the process: tokens die with it, and a
-        # token minted for one dev server never opens another.
-        self._key = secret or secrets.token_urlsafe(32)
+        self._key = secret or dev_key or secrets.token_urlsafe(32)
         self.leeway = leeway
         self.dev_token_ttl = dev_token_ttl
 
