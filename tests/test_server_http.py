@@ -13,9 +13,9 @@ import pytest
 import requests
 import websocket
 
-from actorchat import StreamComplete
+from actorchat import ModelConfig, StreamComplete
 from actorchat.server import Server
-from tests.server_support import WAIT, Client, dev_token, running_server
+from tests.server_support import WAIT, Client, dev_token, free_port, running_server
 
 
 @pytest.fixture(scope="module")
@@ -354,3 +354,21 @@ def test_the_rate_limit_holds_in_every_window() -> None:
         assert sum(1 for a in accepted if t <= a < t + 10.0) <= 30
     assert len(accepted) == 60  # 30 at once, 30 more once the first ones left the window
     limiter.take("someone else")  # per user
+
+
+def test_an_unreachable_model_is_reported_but_never_gates_readiness(tmp_path: Path) -> None:
+    # A remote model that is down is down for every instance: a balancer
+    # must not take them all out for it.
+    dead = ModelConfig(
+        "remote",
+        provider="openai",
+        base_url=f"http://127.0.0.1:{free_port()}/v1",
+        model="x",
+    )
+    with running_server(tmp_path, models={"remote": dead}) as srv:
+        r = requests.get(f"{srv.url}/readyz", timeout=WAIT)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["status"] == "ready" and body["draining"] is False
+        assert body["checks"] == {"store": True}
+        assert body["models"] == {"mock": True, "remote": False}

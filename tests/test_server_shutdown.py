@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -143,3 +144,31 @@ def test_sigterm_past_the_grace_cancels_and_keeps_partial_text(tmp_path: Path) -
         assert "Traceback" not in (p.proc.stderr.read() if p.proc.stderr else "")
     last = stored(data, cid)
     assert last.id == mid and last.finish_reason == "cancelled" and last.content
+
+
+def test_while_draining_readyz_is_503_and_health_checks_are_answered(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with serve_process(data, mock_tokens="60", mock_delay_ms="50") as p:
+        assert requests.get(f"{p.url}/readyz", timeout=WAIT).status_code == 200
+        ws = connect(p)
+        cid, mid = start_reply(ws)
+        p.proc.send_signal(signal.SIGTERM)
+        # The signal is handled on the server's own time: ask until it shows.
+        deadline = time.monotonic() + WAIT
+        while True:
+            r = requests.get(f"{p.url}/readyz", timeout=WAIT)
+            if r.status_code == 503 or time.monotonic() > deadline:
+                break
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert body["draining"] is True and body["status"] == "unavailable"
+        assert body["checks"]["store"] is True
+        health = requests.get(f"{p.url}/healthz", timeout=WAIT)
+        assert health.status_code == 200
+        # The reply in progress still finishes, then the socket closes with 1001.
+        seen, closed = until_close(ws)
+        complete = [f for f in seen if f["type"] == "stream_complete"]
+        assert complete and complete[0]["data"]["finish_reason"] == "stop"
+        assert closed.code == 1001
+        assert p.proc.wait(WAIT) == 0
+    assert stored(data, cid).id == mid

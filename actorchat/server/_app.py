@@ -3,10 +3,12 @@
 Start order (stop is the reverse, in ``finally``): the ``ChatSystem``
 (store -> providers -> actors) -> the fan-out hub -> the Flask app ->
 gevent's ``pywsgi.WSGIServer`` listening, all in one monkey-patched
-process. Shutdown (SIGTERM/SIGINT): stop accepting, let replies finish for
-``shutdown_grace`` seconds, cancel the rest (partial text is kept and
-stored), deliver those last events, close every WebSocket with 1001, flush
-and close the store, exit 0.
+process. Shutdown (SIGTERM/SIGINT): refuse new work and new WebSockets
+(``/readyz`` answers 503 with ``draining: true``, health checks are still
+answered), let replies finish for ``shutdown_grace`` seconds, stop
+accepting, cancel the rest (partial text is kept and stored), deliver those
+last events, close every WebSocket with 1001, flush and close the store,
+exit 0.
 """
 
 from __future__ import annotations
@@ -283,9 +285,11 @@ class Server:
             return
         grace = self.config.shutdown_grace if grace is None else grace
         started = time.monotonic()
+        # Draining: new WebSockets and new work are refused, /readyz says 503
+        # (draining: true) so that a balancer moves traffic away, /healthz
+        # still answers, and the replies in progress finish. The listener
+        # stays open for those health checks until the drain is over.
         ctx.draining = True
-        if self._wsgi is not None:
-            self._wsgi.close()  # stop accepting; open connections carry on
         generating = chat.metrics.generating
         finished = chat.drain(grace) if grace > 0 else generating == 0
         log.info(
@@ -294,6 +298,8 @@ class Server:
             finished,
             time.monotonic() - started,
         )
+        if self._wsgi is not None:
+            self._wsgi.close()  # stop accepting; open connections carry on
         try:
             if self._own_chat:
                 # Cancels what is still generating, keeping and storing the

@@ -183,20 +183,28 @@ def make_api(ctx: ServerContext) -> Blueprint:
 
     @api.get("/readyz")
     def readyz() -> Response:
+        # Ready: started, the store answers, not draining. Models are
+        # reported, never gating: a remote model that is down is down for
+        # every instance, and a balancer that took them all out for it
+        # would turn one broken model into a broken service.
         checks: dict[str, bool] = {}
         try:
             checks["store"] = bool(chat.store is not None and chat.store.check())
         except Exception:  # noqa: BLE001 - a failing check is "not ready", not a 500
             checks["store"] = False
+        models: dict[str, bool] = {}
         for name, provider in chat.providers.items():
             try:
-                checks[f"model:{name}"] = bool(provider.check())
+                models[name] = bool(provider.check())
             except Exception:  # noqa: BLE001
-                checks[f"model:{name}"] = False
+                models[name] = False
         ready = all(checks.values()) and not ctx.draining and chat.started
-        body: dict[str, Any] = {"status": "ready" if ready else "unavailable", "checks": checks}
-        if ctx.draining:
-            body["draining"] = True
+        body: dict[str, Any] = {
+            "status": "ready" if ready else "unavailable",
+            "checks": checks,
+            "models": models,
+            "draining": ctx.draining,
+        }
         return json_response(body, 200 if ready else 503)
 
     @api.get("/api/v1/models")
