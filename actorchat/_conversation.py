@@ -54,6 +54,7 @@ from actorchat.providers import (
     GenerationRequest,
     Provider,
     StreamEnd,
+    fit_context,
 )
 from actorchat.stores import Store
 
@@ -225,6 +226,8 @@ class Generation:
         "id",
         "index",
         "model",
+        "provider",
+        "request",
         "started",
         "streamed",
         "turn",
@@ -239,6 +242,9 @@ class Generation:
         self.started = now
         self.first_token_at = 0.0
         self.greenlet: Any = None
+        # Set once it starts: what was asked, of whom (for usage it never got).
+        self.provider: Provider | None = None
+        self.request: GenerationRequest | None = None
         self.cancelled = False
         # The provider's stream is over: nothing left to cancel.
         self.streamed = False
@@ -246,6 +252,27 @@ class Generation:
         self.ended = False
         # Set once the reply is being stored: it will complete normally.
         self.finishing = False
+
+    def partial_usage(self) -> Usage:
+        """Estimated usage of a reply that ended without the backend's count.
+
+        Cancelled, failed or crashed, it still cost its prompt: counted as
+        the provider counts it, or estimated from the context as sent.
+        """
+        prompt = 0
+        request, provider = self.request, self.provider
+        if request is not None and provider is not None:
+            counted = provider.prompt_tokens(request)
+            if counted is None:
+                model = request.model
+                counted = fit_context(
+                    request.system_prompt,
+                    request.messages,
+                    model.context_window,
+                    request.max_tokens or model.max_tokens,
+                ).prompt_tokens
+            prompt = counted
+        return Usage(prompt, len(self.chunks), estimated=True)
 
 
 @dataclass(slots=True)
@@ -786,7 +813,7 @@ class ConversationActor(GreenletActor):
             reason, usage = end.finish_reason, end.usage
         else:
             reason = "error" if done.kind == "error" else "cancelled"
-            usage = Usage(0, len(gen.chunks), estimated=True)
+            usage = gen.partial_usage()
             if done.kind == "error":
                 exc = done.value
                 code = exc.code if isinstance(exc, ActorchatError) else "PROVIDER_ERROR"
@@ -868,6 +895,7 @@ class ConversationActor(GreenletActor):
             attempt=turn.attempt,
             conversation_id=info.id,
         )
+        gen.provider, gen.request = provider, request
         if not provider.waits():
             # A stream that never yields: nothing could interleave with it, so
             # it needs no greenlet of its own, only the actor's. Started on
@@ -920,7 +948,7 @@ class ConversationActor(GreenletActor):
                 if close is not None:
                     close()
             if value is None:
-                value = StreamEnd("stop", Usage(0, len(gen.chunks), estimated=True))
+                value = StreamEnd("stop", gen.partial_usage())
         except GenerationCancelled:
             kind = "cancelled"
         except ActorchatError as exc:  # ProviderError, Timeout, Overloaded...
@@ -1018,14 +1046,14 @@ class ConversationActor(GreenletActor):
         """End a generation from outside its greenlet (stop or crash)."""
         self._cancel(gen)
         if reason == "cancelled":
-            self._complete(gen, "cancelled", Usage(0, len(gen.chunks), estimated=True))
+            self._complete(gen, "cancelled", gen.partial_usage())
             return
         core = self.core
         assert core is not None
         gen.ended = True
         self.deps.metrics.generating -= 1
         core.current = None
-        usage = Usage(0, len(gen.chunks), estimated=True)
+        usage = gen.partial_usage()
         if gen.chunks:
             # Its user message is answered again after the restart "as by
             # stream_response" (PROTOCOL.md rule 8): what clients were shown

@@ -174,6 +174,12 @@ def test_cancel_keeps_the_partial_text(make_system) -> None:  # type: ignore[no-
     assert reply.finish_reason == "cancelled"
     assert reply.content.startswith(text) and 0 < len(reply.content.split()) < 200
     assert not system.cancel(cid), "nothing left to cancel"
+    # The prompt was sent and counts as for any reply: the mock counts words.
+    assert reply.usage is not None and reply.usage.estimated
+    assert reply.usage.prompt_tokens == len("a long answer please".split()) + len(
+        system.config.system_prompt.split()
+    )
+    assert done.usage.prompt_tokens == reply.usage.prompt_tokens  # type: ignore[attr-defined]
 
 
 def test_regenerate_replaces_the_reply_and_keeps_the_old_version(system: ChatSystem) -> None:

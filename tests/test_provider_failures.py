@@ -22,7 +22,13 @@ from gevent.event import Event
 from actorchat import ChatSystem, ErrorEvent, StreamComplete, StreamContent
 from actorchat.config import Config
 from actorchat.errors import ConfigurationError, ProviderError, Timeout
-from actorchat.providers import GenerationCancelled, OpenAIProvider, create_provider
+from actorchat.providers import (
+    ChatTurn,
+    GenerationCancelled,
+    OpenAIProvider,
+    create_provider,
+    fit_context,
+)
 from actorchat.providers._http import backoff_delay, parse_retry_after
 from actorchat.testing import Behavior, FakeOpenAIServer
 from tests.conftest import make_config
@@ -437,6 +443,10 @@ def test_cancel_through_the_conversation_closes_upstream(
         assert chat.cancel(cid, first.message_id) is True
         complete, _ = wait_for(sub, of_type(StreamComplete))
     assert complete.finish_reason == "cancelled"
+    # No usage came from the backend: the prompt is the estimate of what was sent.
+    m = chat.config.all_models()["m"]
+    fitted = fit_context("", [ChatTurn("user", "go on forever")], m.context_window, m.max_tokens)
+    assert complete.usage.prompt_tokens == fitted.prompt_tokens > 0
     [rec] = server.requests
     assert rec.done.wait(WAIT)
     assert rec.disconnected and rec.tokens_sent < 1000

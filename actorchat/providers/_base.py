@@ -114,6 +114,15 @@ class Provider(ABC):
         """
         return True
 
+    def prompt_tokens(self, request: GenerationRequest) -> int | None:
+        """The prompt's size as this provider counts it, for a reply that got no usage.
+
+        A reply cancelled or failed before the backend reported usage still
+        cost its prompt. None (the default) means: estimate it from the
+        context as sent (``fit_context``), which is what HTTP providers do.
+        """
+        return None
+
     def stats(self) -> dict[str, Any]:
         """Counters for operators (in flight, queued, retries, errors...); may be empty."""
         return {}

@@ -232,6 +232,9 @@ class LimitedProvider(Provider):
     def check(self) -> bool:
         return self.inner.check()
 
+    def prompt_tokens(self, request: GenerationRequest) -> int | None:
+        return self.inner.prompt_tokens(request)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -143,6 +143,10 @@ class MockProvider(Provider):
     def waits(self) -> bool:
         return self.delay > 0
 
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        """The prompt's size in words, as the mock's usage counts it."""
+        return self._reply(request)[1]
+
     def reply_tokens(self, request: GenerationRequest) -> list[str]:
         """The reply's tokens: a pure function of context and attempt."""
         return list(self._reply(request)[0])
