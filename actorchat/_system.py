@@ -74,7 +74,7 @@ from actorchat.errors import (
     StoreError,
     Timeout,
 )
-from actorchat.providers import Provider, create_provider
+from actorchat.providers import MockProvider, Provider, create_provider
 from actorchat.stores import MemoryStore, SQLiteStore, Store
 
 __all__ = ["ChatSystem", "Metrics"]
@@ -742,6 +742,48 @@ class ChatSystem:
             KillChildren(None if ids is None else [str(i) for i in ids], fraction)
         )
         return result
+
+    def _mocks(self) -> list[MockProvider]:
+        found = []
+        for provider in self.providers.values():
+            inner = getattr(provider, "inner", provider)  # unwrap the model's limits
+            if isinstance(inner, MockProvider):
+                found.append(inner)
+        return found
+
+    def faults(self) -> dict[str, float]:
+        """The fault rates injected into the embedded mock model (see ``inject_faults``)."""
+        mocks = self._mocks()
+        return {
+            "mock_crash_rate": mocks[0].crash_rate if mocks else 0.0,
+            "mock_failure_rate": mocks[0].failure_rate if mocks else 0.0,
+        }
+
+    def inject_faults(
+        self, *, mock_crash_rate: float | None = None, mock_failure_rate: float | None = None
+    ) -> dict[str, float]:
+        """Set the embedded mock's fault rates on every model it serves, while running.
+
+        ``mock_crash_rate``: the chance a reply crashes its conversation (the
+        supervisor restarts it, the message is answered again);
+        ``mock_failure_rate``: the chance a reply fails like a backend would
+        (``PROVIDER_ERROR``). Each within 0..1. For watching supervision
+        work (the dashboard's fault control) and for fault-injection runs.
+        """
+        rates = {"mock_crash_rate": mock_crash_rate, "mock_failure_rate": mock_failure_rate}
+        for name, rate in rates.items():
+            if rate is not None and (
+                not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate <= 1
+            ):
+                raise InvalidRequest(f"{name} must be a number within 0..1 (got {rate!r})")
+        if not self._mocks():
+            raise InvalidRequest("no model is served by the embedded mock: nothing to inject into")
+        for mock in self._mocks():
+            if mock_crash_rate is not None:
+                mock.crash_rate = float(mock_crash_rate)
+            if mock_failure_rate is not None:
+                mock.failure_rate = float(mock_failure_rate)
+        return self.faults()
 
     def states(self, state: str | None = None, limit: int | None = None) -> list[tuple[str, str]]:
         """``(id, state)`` of live, failed and crashed conversations.

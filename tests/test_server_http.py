@@ -372,3 +372,30 @@ def test_an_unreachable_model_is_reported_but_never_gates_readiness(tmp_path: Pa
         assert body["status"] == "ready" and body["draining"] is False
         assert body["checks"] == {"store": True}
         assert body["models"] == {"mock": True, "remote": False}
+
+
+def test_fault_injection_over_the_operations_api(tmp_path: Path) -> None:
+    with running_server(tmp_path, mock_tokens=6) as srv:
+        api = Api(srv)
+        assert api.get("/api/v1/admin/faults").json() == {
+            "mock_crash_rate": 0.0,
+            "mock_failure_rate": 0.0,
+        }
+        for bad in ({"mock_crash_rate": 2}, {"mock_crash_rate": "half"}, {"speed": 1}):
+            r = api.put("/api/v1/admin/faults", json=bad)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_MESSAGE", bad
+        r = api.put("/api/v1/admin/faults", json={"mock_crash_rate": 1})
+        assert r.status_code == 200 and r.json()["mock_crash_rate"] == 1.0
+        assert api.get("/api/v1/admin/faults").json()["mock_crash_rate"] == 1.0
+        # Every reply now crashes its conversation, and clients are told.
+        c = Client(srv)
+        cid = c.create()
+        c.send("send_message", {"conversation_id": cid, "content": "crash please"})
+        err = c.until("error")[-1]
+        assert err["data"]["code"] == "INTERNAL_ERROR"
+        assert api.get("/api/v1/admin/stats").json()["crashes_total"] >= 1
+        # Turned off, replies are whole again.
+        r = api.put("/api/v1/admin/faults", json={"mock_crash_rate": 0})
+        assert r.status_code == 200 and r.json()["mock_crash_rate"] == 0.0
+        r = api.post(f"/api/v1/conversations/{c.create()}/messages", json={"content": "hi"})
+        assert r.status_code == 200 and r.json()["reply"]["finish_reason"] == "stop"

@@ -519,6 +519,26 @@ def make_api(ctx: ServerContext) -> Blueprint:
             raise InvalidRequest("give conversation_ids (a list) or fraction (0..1)")
         return json_response({"killed": killed, "count": len(killed)})
 
+    @api.get("/api/v1/admin/faults")
+    def admin_faults() -> Response:
+        admin()
+        return json_response(chat.faults())
+
+    @api.put("/api/v1/admin/faults")
+    def admin_set_faults() -> Response:
+        admin()
+        body = _body()
+        unknown = sorted(set(body) - {"mock_crash_rate", "mock_failure_rate"})
+        if unknown:
+            msg = f"unknown fields {', '.join(unknown)} (mock_crash_rate, mock_failure_rate)"
+            raise InvalidRequest(msg)
+        return json_response(
+            chat.inject_faults(
+                mock_crash_rate=body.get("mock_crash_rate"),
+                mock_failure_rate=body.get("mock_failure_rate"),
+            )
+        )
+
     return api
 
 
