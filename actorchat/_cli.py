@@ -17,7 +17,11 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--config", help="TOML config file (default: $ACTORCHAT_CONFIG)")
     g.add_argument("--data-dir", help="where the SQLite store lives")
     g.add_argument("--store", choices=("sqlite", "memory"))
-    g.add_argument("--model", dest="default_model", help="default model name")
+    g.add_argument(
+        "--model",
+        dest="default_model",
+        help="default model name (chat --url: the model of a new conversation)",
+    )
     g.add_argument("--mock-tokens", type=int, help="embedded model: tokens per reply")
     g.add_argument("--mock-delay-ms", type=float, help="embedded model: ms before each token")
     g.add_argument("--idle-timeout", type=float, help="seconds before an idle actor is stopped")
@@ -48,7 +52,23 @@ def _cmd_version(_args: argparse.Namespace) -> int:
     return 0
 
 
+#: Flags of the embedded system, which a server reached with ``--url`` has its own of.
+_EMBEDDED_ONLY = (
+    ("config", "--config"),
+    ("data_dir", "--data-dir"),
+    ("store", "--store"),
+    ("mock_tokens", "--mock-tokens"),
+    ("mock_delay_ms", "--mock-delay-ms"),
+    ("idle_timeout", "--idle-timeout"),
+)
+
+
 def _cmd_chat(args: argparse.Namespace) -> int:
+    if args.url is not None:
+        return _chat_remote(args)
+    for flag, given in (("--token", args.token), ("--user", args.user)):
+        if given is not None:
+            args.parser.error(f"{flag} applies only with --url (a server's auth)")
     from actorchat import ChatSystem, ErrorEvent, StreamComplete, StreamContent
 
     cfg = _load(args)
@@ -68,6 +88,44 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         if args.verbose:
             print(f"[conversation {cid}, finish_reason={reason}]", file=sys.stderr)
     return 0 if reason in ("stop", "length") else 1
+
+
+def _chat_remote(args: argparse.Namespace) -> int:
+    """``chat --url``: the same command through a running server's HTTP API.
+
+    The embedded system's own settings are refused rather than ignored: a
+    user passing ``--data-dir`` beside ``--url`` expects it to matter.
+    """
+    for dest, flag in _EMBEDDED_ONLY:
+        if getattr(args, dest, None) is not None:
+            args.parser.error(
+                f"{flag} sets up the embedded system; the server at --url has its own"
+            )
+    model = args.model_name or args.default_model
+    if model is not None and args.conversation is not None:
+        args.parser.error(
+            "--model and --model-name choose the model of a new conversation; "
+            "an existing one keeps its own"
+        )
+    from actorchat._remote import RemoteError, chat
+
+    text = sys.stdin.read() if args.message == ["-"] else " ".join(args.message)
+    try:
+        return chat(
+            args.url,
+            text,
+            conversation=args.conversation,
+            model=model,
+            token=args.token,
+            user=args.user,
+            timeout=args.timeout,
+            verbose=args.verbose,
+            out=sys.stdout,
+            err=sys.stderr,
+        )
+    except RemoteError as exc:
+        print(f"actorchat: {exc}", file=sys.stderr)
+        return 1
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -101,13 +159,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=_cmd_version, parser=p)
 
-    p = sub.add_parser("chat", help="send one message and print the streamed reply")
+    p = sub.add_parser(
+        "chat",
+        help="send one message and print the streamed reply",
+        description=(
+            "Send one message and print the reply as it streams. Without --url the "
+            "command runs its own system on the local data directory; with --url it "
+            "talks to a running server through its HTTP API instead (such as the "
+            "`actorchat serve` that owns that directory)."
+        ),
+    )
     p.add_argument("message", nargs="+", help="the message text ('-': read it from stdin)")
     p.add_argument("--conversation", help="continue this conversation id")
     p.add_argument("--model-name", dest="model_name", help="model for a new conversation")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per event")
     p.add_argument(
         "-v", "--verbose", action="store_true", help="also print the conversation id (stderr)"
+    )
+    g = p.add_argument_group("a running server (instead of an embedded system)")
+    g.add_argument(
+        "--url",
+        help="the server's base URL, e.g. http://127.0.0.1:8000; the conversation id "
+        "of a new conversation is printed to stderr",
+    )
+    g.add_argument(
+        "--token",
+        help="bearer token for --url (default: $ACTORCHAT_TOKEN, which other users "
+        "cannot read in the process list; without either, a dev token is fetched "
+        "when the server offers dev auth)",
+    )
+    g.add_argument(
+        "--user", metavar="NAME", help="user a dev token is fetched for (default: your login name)"
     )
     _config_flags(p)
     p.set_defaults(func=_cmd_chat, parser=p)
@@ -133,6 +215,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     patch()
     import logging
+
+    import gevent
+
+    # Ctrl-C is how a user stops a reply: the hub would print it as an error of
+    # its loop (with a timestamp) before raising it here, where it means exit 130.
+    hub = gevent.get_hub()
+    hub.NOT_ERROR = (*hub.NOT_ERROR, KeyboardInterrupt)
 
     from actorchat.errors import ActorchatError
 
