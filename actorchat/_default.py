@@ -1,4 +1,4 @@
-"""Seed 000's module-level shortcuts, on one lazily started default system.
+"""Module-level shortcuts (``actorchat.start_conversation`` ...), on one lazily started default system.
 
 ``actorchat.start_conversation()`` and friends start a ``ChatSystem`` from
 the environment on first use and stop it at interpreter exit. Applications

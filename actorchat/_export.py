@@ -1,4 +1,4 @@
-"""Export a conversation as JSON, Markdown or CSV (seed 003 kept its logs as CSV)."""
+"""Export a conversation as JSON, Markdown or CSV (for spreadsheets and log tools)."""
 
 from __future__ import annotations
 

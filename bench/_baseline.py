@@ -8,7 +8,7 @@ queue that one consumer greenlet drains. Killing 10% kills those greenlets
 and respawns them; a respawned one "reloads" its history from a list that
 outlived it (the baseline's store) and reports itself serving.
 
-Measured on the 2-core machine of issue 2 at N = 100,000 (for reference):
+Measured on a 2-core machine at N = 100,000 (for reference):
 about 44 us and 10.9 KB per conversation to start, 775,000 token events/s,
 10% killed and all serving again in 0.6 s.
 

@@ -9,7 +9,7 @@ wait until every reply is done and every killed conversation is back.
 During each phase the page records the time between consecutive animation
 frames (``requestAnimationFrame``) and every long task the browser reports
 (``PerformanceObserver``, type ``longtask``: main-thread work over 50 ms;
-and ``long-animation-frame`` where supported). Targets (issue 5): no long
+and ``long-animation-frame`` where supported). Targets: no long
 task over 100 ms, 95th percentile frame time at most 33 ms.
 
 Usage::
@@ -253,7 +253,7 @@ kill 10 % at random mid-way, wait for every reply and every restart.
 - *state poll*: the dashboard's worker reading `GET /api/v1/admin/conversations`
   (off the main thread; a slow answer never blocks the page).
 
-Targets (issue 5): no long task over {LONG_TASK_LIMIT_MS:g} ms, p95 frame at most
+Targets: no long task over {LONG_TASK_LIMIT_MS:g} ms, p95 frame at most
 {P95_FRAME_LIMIT_MS:g} ms.
 
 {table}

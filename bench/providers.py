@@ -1,6 +1,6 @@
 """Providers bench: N conversations streaming from a fake OpenAI server, vs reading it directly.
 
-What it answers (issue 3): how much latency does actorchat add to every
+What it answers: how much latency does actorchat add to every
 chunk between an OpenAI-compatible backend and a subscriber, and how much
 throughput does it keep, with N = 100 and 1,000 streams at once.
 

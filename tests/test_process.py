@@ -46,7 +46,7 @@ def test_unpatched_process_gets_a_configuration_error_not_a_hang(tmp_path: Path)
     assert "refused: actorchat needs a gevent monkey-patched process" in out.stdout
 
 
-def test_module_level_shortcuts_of_seed_000(tmp_path: Path) -> None:
+def test_module_level_shortcuts(tmp_path: Path) -> None:
     code = (
         "import actorchat\n"
         "actorchat.patch()\n"

@@ -1,4 +1,4 @@
-"""Fitting the context window (issue 3, item 5): recent turns that fit, never an error."""
+"""Fitting the context window : recent turns that fit, never an error."""
 
 from __future__ import annotations
 

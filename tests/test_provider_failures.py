@@ -1,4 +1,4 @@
-"""Failure handling of the HTTP providers (issue 3, item 4), against real fake servers.
+"""Failure handling of the HTTP providers, against real fake servers.
 
 Timeouts are tested with huge margins: a timeout of a fraction of a second
 against a server that waits 30 s or more (or forever), and a timeout of
@@ -273,7 +273,7 @@ def test_steady_chunks_never_trip_the_idle_timeout(server: FakeOpenAIServer) -> 
     assert len(deltas) == 10
 
 
-def test_default_timeouts_match_the_issue() -> None:
+def test_default_timeouts_are_the_documented_ones() -> None:
     m = model_for(FakeOpenAIServer(), "openai")
     assert (m.connect_timeout, m.first_token_timeout, m.idle_timeout, m.max_attempts) == (
         10.0,

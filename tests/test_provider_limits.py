@@ -1,4 +1,4 @@
-"""Per-model pools and rate limits (issue 3, item 6): bound, bucket, ordered queue, stats."""
+"""Per-model pools and rate limits : bound, bucket, ordered queue, stats."""
 
 from __future__ import annotations
 

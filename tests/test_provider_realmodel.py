@@ -1,4 +1,4 @@
-"""A real model on loopback (issue 3, item 8): optional, never part of ``make test``.
+"""A real model on loopback: optional, never part of ``make test``.
 
 ``make demo-llm`` starts llama.cpp's OpenAI-compatible server (from
 ``llama-cpp-python[server]``) with the Gemma 3 270M GGUF that the

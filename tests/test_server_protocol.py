@@ -201,7 +201,7 @@ def test_create_list_rename_delete(server: Server, alice: Client) -> None:
 
 def test_send_message_stream_and_history(alice: Client) -> None:
     cid = alice.create()
-    # The seed's frame, unchanged: no id, message_type "user".
+    # A classic client's frame, unchanged: no id, message_type "user".
     alice.send_raw(
         json.dumps(
             {

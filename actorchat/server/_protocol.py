@@ -5,7 +5,7 @@ fuzzed, on its own. A client frame becomes a ``Request`` or raises one of
 the ``actorchat.errors`` exceptions whose ``code`` is the protocol's error
 code; the connection turns those into ``error`` frames. Field rules follow
 ``PROTOCOL.md``: ids are strings on the wire, and a numeric
-``conversation_id`` (as in the seed's examples) is matched as its decimal
+``conversation_id`` (as classic clients send) is matched as its decimal
 string (rule 16).
 """
 
@@ -238,7 +238,7 @@ def parse(obj: dict[str, Any]) -> Request:
     elif not isinstance(data, dict):
         raise InvalidRequest("data must be an object")
     if kind == "auth" and "token" not in data and "token" in obj:
-        # The seed sends the token at the top level; PROTOCOL.md accepts both.
+        # Classic clients send the token at the top level; PROTOCOL.md accepts both.
         data = {**data, "token": obj["token"]}
     fields: dict[str, Any] = {}
     for name, (required, check) in schema.items():

@@ -39,7 +39,7 @@ Done = Callable[[StoreError | None], None]
 
 
 class Store(ABC):
-    """Base class of conversation stores (seed 004's SessionStore, extended)."""
+    """Base class of conversation stores: conversations, their messages and versions."""
 
     #: True only if ``append_message_async`` and ``supersede_message_async``
     #: never yield to other greenlets (see the module docstring).

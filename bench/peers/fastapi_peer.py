@@ -1,4 +1,4 @@
-"""The bench's peer: seed 002's backend, written the way that document writes it.
+"""The bench's peer: the classic real-time chat backend, written the usual way.
 
 FastAPI + uvicorn (uvloop, httptools, the ``websockets`` implementation,
 permessage-deflate off, one worker process), a ``ConnectionManager`` of
@@ -11,7 +11,7 @@ replayed), ``send_message`` and the stream events. Messages live in memory,
 as actorchat's ``store = "memory"`` does, so the two are compared on the
 real-time layer alone.
 
-It is meant to be fair and idiomatic, not a straw man: it fixes the seed's
+It is meant to be fair and idiomatic, not a straw man: it fixes the classic
 one-socket-per-user map (so tabs work), queues a conversation's
 generations in order with an ``asyncio.Lock``, and drops a socket that
 fails instead of stopping the broadcast.
