@@ -456,10 +456,17 @@ class ChatSystem:
     ) -> list[Conversation]:
         """An owner's conversations, newest first.
 
-        ``before`` is the last id of the previous page; if that conversation
-        was deleted meanwhile the page is empty (page again from the start).
+        ``before`` is the last id of the previous page. An anchor that names
+        no conversation of this owner (mistyped, or deleted meanwhile) is
+        ``InvalidRequest``, as for ``messages``: an empty page would read as
+        "nothing older" and hide the rest; the caller pages again from the start.
         """
         assert self.store is not None
+        if before is not None:
+            anchor = self.store.get_conversation(str(before))
+            if anchor is None or (owner is not None and anchor.owner != owner):
+                msg = f"before: no conversation {before!r} (deleted? page again without before)"
+                raise InvalidRequest(msg)
         return self.store.list_conversations(owner, limit, before)
 
     def count_conversations(self, owner: str | None = None) -> int:
@@ -638,7 +645,8 @@ class ChatSystem:
             raise NotFound(f"no conversation {cid!r}")
         page = self.store.messages(str(cid), limit, before, versions)
         # An unknown anchor would read as "nothing older": say so instead
-        # (checked only on an empty page, which paging ends with anyway).
+        # (checked only on an empty page, which paging ends with anyway;
+        # the same rule as list_conversations).
         if (
             not page
             and before is not None

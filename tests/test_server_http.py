@@ -399,3 +399,32 @@ def test_fault_injection_over_the_operations_api(tmp_path: Path) -> None:
         assert r.status_code == 200 and r.json()["mock_crash_rate"] == 0.0
         r = api.post(f"/api/v1/conversations/{c.create()}/messages", json={"content": "hi"})
         assert r.status_code == 200 and r.json()["reply"]["finish_reason"] == "stop"
+
+
+def test_an_unknown_paging_anchor_is_the_same_error_for_conversations_and_messages(
+    tmp_path: Path,
+) -> None:
+    with running_server(tmp_path) as srv:
+        api, bob = Api(srv), Api(srv, "bob")
+        ids = [api.post("/api/v1/conversations", json={}).json()["id"] for _ in range(3)]
+        page = api.get(f"/api/v1/conversations?limit=1&before={ids[2]}").json()["conversations"]
+        assert [c["id"] for c in page] == [ids[1]]
+        # The oldest one ends the paging with an empty page.
+        assert api.get(f"/api/v1/conversations?before={ids[0]}").json()["conversations"] == []
+        # An anchor that names nothing (mistyped, deleted meanwhile, or another
+        # user's) would read as "nothing older": a 400 that says so, as for messages.
+        assert api.delete(f"/api/v1/conversations/{ids[1]}").status_code == 204
+        bobs = bob.post("/api/v1/conversations", json={}).json()["id"]
+        for anchor in ("zzz", ids[1], bobs):
+            r = api.get(f"/api/v1/conversations?before={anchor}")
+            assert r.status_code == 400, anchor
+            err = r.json()["error"]
+            assert err["code"] == "INVALID_MESSAGE"
+            assert err["message"].startswith(f"before: no conversation {anchor!r}")
+        r = api.get(f"/api/v1/conversations/{ids[0]}/messages?before=zzz")
+        assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_MESSAGE"
+        # Over the WebSocket too.
+        c = Client(srv)
+        rid = c.send("list_conversations", {"before": "zzz"})
+        err = c.until("error")[-1]
+        assert err["reply_to"] == rid and err["data"]["code"] == "INVALID_MESSAGE"
