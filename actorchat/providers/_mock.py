@@ -2,8 +2,11 @@
 
 The same context gives the same reply, whatever the conversation's id; a
 regeneration (``attempt`` > 0) gives a different one. Replies read like a
-model's: sentences with punctuation that refer to the user's words. Tokens
-are words with their leading space, as real tokenizers split them.
+model's: sentences with punctuation that refer to the user's words, and
+for a quarter of contexts each a Markdown list or code block (always when
+the user asks for a list or code), so that clients render what real models
+write. Tokens are words with their leading space, as real tokenizers split
+them; a token that starts a line carries its newline instead.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
@@ -220,7 +224,7 @@ def _compose(seed: bytes, n: int, last_user: str) -> tuple[str, ...]:
     topic = " ".join(_topic(last_user))
     stream = bytearray(seed)
     block = seed
-    need = 3 * n + 8
+    need = 4 * n + 64  # Markdown shapes read up to 8 bytes a token
     while len(stream) < need:
         block = hashlib.blake2b(block, digest_size=64).digest()
         stream += block
@@ -234,24 +238,78 @@ def _compose(seed: bytes, n: int, last_user: str) -> tuple[str, ...]:
 
     out = _OPENERS[pick(len(_OPENERS))].split()
     out.append(f"“{topic}”:")
-    sentence = 0
-    length = 6 + pick(7)
-    while len(out) < n:
-        word = _WORDS[pick(len(_WORDS))]
-        if sentence == 0:
-            word = word.capitalize()
-        sentence += 1
-        if sentence >= length:
-            word += _ENDINGS[stream[pos] % len(_ENDINGS)]
-            pos += 1
-            sentence = 0
-            length = 6 + stream[pos] % 7
-            pos += 1
-        out.append(word)
-    out = out[:n]
-    if not out[-1].endswith(_ENDINGS):
-        out[-1] += "."
-    return (out[0], *(" " + w for w in out[1:]))
+    shape = _shape(seed, n - len(out), last_user)
+    if shape == "list":
+        out += _list_items(n - len(out), pick)
+    elif shape == "code":
+        out += _code_block(n - len(out), pick)
+    else:
+        sentence = 0
+        length = 6 + pick(7)
+        while len(out) < n:
+            word = _WORDS[pick(len(_WORDS))]
+            if sentence == 0:
+                word = word.capitalize()
+            sentence += 1
+            if sentence >= length:
+                word += _ENDINGS[stream[pos] % len(_ENDINGS)]
+                pos += 1
+                sentence = 0
+                length = 6 + stream[pos] % 7
+                pos += 1
+            out.append(word)
+        out = out[:n]
+        if not out[-1].endswith(_ENDINGS):
+            out[-1] += "."
+    # A token that starts a line carries its newline instead of a space.
+    return (out[0], *(w if w[0] == "\n" else " " + w for w in out[1:]))
+
+
+#: Asking for one by name gets one (whole word, in the first 200 characters).
+_ASKED = re.compile(r"\b(list|steps|code|python)\b")
+
+
+def _shape(seed: bytes, room: int, last_user: str) -> str:
+    """Prose, a bulleted list or a code block: a quarter of replies each are
+    Markdown, decided by the seed (so, like the words, by the context), and
+    a user who asks for a list or code gets one. Markdown needs room: 12
+    tokens or more after the opening."""
+    if room < 12:
+        return "prose"
+    asked = _ASKED.search(last_user[:200].lower())
+    if asked is not None:
+        return "list" if asked.group(1) in ("list", "steps") else "code"
+    return {0: "list", 1: "code"}.get(seed[-1] % 4, "prose")
+
+
+def _list_items(room: int, pick: Callable[[int], int]) -> list[str]:
+    """``room`` tokens as a bulleted list of 3 to 5 short items."""
+    items = min(3 + pick(3), room // 3)
+    out: list[str] = []
+    for i in range(items):
+        size = room // items + (1 if i < room % items else 0)
+        words = [_WORDS[pick(len(_WORDS))] for _ in range(size)]
+        words[0] = ("\n\n- " if i == 0 else "\n- ") + words[0].capitalize()
+        words[-1] += "."
+        out += words
+    return out
+
+
+def _code_block(room: int, pick: Callable[[int], int]) -> list[str]:
+    """``room`` tokens as a fenced Python block of a line a token, then a sentence."""
+    lines = min(room - 2, 6)
+    out = ["\n\n```python"]
+    for _ in range(lines):
+        a, b, c = (_WORDS[pick(len(_WORDS))] for _ in range(3))
+        out.append(f'\n{a} = {b}.{c}("{_WORDS[pick(len(_WORDS))]}")')
+    out.append("\n```")
+    rest = room - len(out)
+    if rest:
+        words = [_WORDS[pick(len(_WORDS))] for _ in range(rest)]
+        words[0] = "\n\n" + words[0].capitalize()
+        words[-1] += "."
+        out += words
+    return out
 
 
 def _factory(model: ModelConfig, config: Config) -> Provider:
