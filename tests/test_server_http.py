@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+import socket
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +16,7 @@ import jwt
 import pytest
 import requests
 import websocket
+from gevent.event import Event as GEvent
 
 from actorchat import ModelConfig, StreamComplete
 from actorchat.server import Server
@@ -428,3 +433,37 @@ def test_an_unknown_paging_anchor_is_the_same_error_for_conversations_and_messag
         rid = c.send("list_conversations", {"before": "zzz"})
         err = c.until("error")[-1]
         assert err["reply_to"] == rid and err["data"]["code"] == "INVALID_MESSAGE"
+
+
+def test_a_truncated_chunked_body_is_one_warning_line(tmp_path: Path) -> None:
+    records: list[logging.LogRecord] = []
+    logged = GEvent()
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:
+                records.append(record)
+                logged.set()
+
+    handler = Catch()
+    logger = logging.getLogger("actorchat")
+    logger.addHandler(handler)
+    try:
+        with running_server(tmp_path) as srv:
+            token = dev_token(srv, "alice")
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT) as s:
+                # A client that vanishes mid-body: the close resets the connection.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.sendall(
+                    b"POST /api/v1/conversations HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                    b"Authorization: Bearer " + token.encode() + b'\r\n\r\n5\r\n{"tit\r\n'
+                )
+            assert logged.wait(WAIT)
+    finally:
+        logger.removeHandler(handler)
+    [record] = records
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    message = record.getMessage()
+    assert re.search("EOF before chunk end|reset", message) and "127.0.0.1" in message
+    assert "socket" not in message and "\n" not in message

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import signal
 import socket
 import sys
@@ -118,6 +119,26 @@ def _listen(host: str, port: int) -> socket.socket:
         msg = f"cannot listen on {host}:{port}: {exc.strerror or exc}; {hint}"
         raise ConfigurationError(msg) from exc
     return listener
+
+
+class _ClientErrorLog:
+    """pywsgi's error log, as one WARNING line per report, without a socket repr.
+
+    What gevent's WSGI server writes here is a client's fault: a chunked
+    body cut short, a malformed request line. An ERROR with the socket's
+    repr sent operators looking for a bug; the app's own failures are
+    logged by its error handler.
+    """
+
+    _SOCKET = re.compile(r"^<gevent\._socket3\.socket [^>]*>: ")
+
+    def write(self, message: str) -> None:
+        text = self._SOCKET.sub("", message.strip())
+        if text:
+            log.warning("http.client_error %s", " ".join(text.split()))
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
 
 
 def create_app(chat: ChatSystem, config: Config | None = None) -> Flask:
@@ -269,7 +290,7 @@ class Server:
                 listener,
                 self.app,
                 log=None,
-                error_log=logging.getLogger("actorchat.server.wsgi"),
+                error_log=_ClientErrorLog(),
             )
             self._wsgi.start()
         except BaseException:
