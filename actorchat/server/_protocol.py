@@ -132,6 +132,7 @@ _SCHEMAS: dict[str, dict[str, tuple[bool, Check]]] = {
         "conversation_id": (True, _conversation_id),
         "history_limit": (False, _count),
         "after_index": (False, _index),
+        "message_id": (False, _conversation_id),
     },
     "leave_conversation": {"conversation_id": (True, _conversation_id)},
     "send_message": {

@@ -43,7 +43,7 @@ from actorchat._events import (
     StreamContent,
     StreamStart,
 )
-from actorchat._records import Conversation
+from actorchat._records import Conversation, Message, Usage
 from actorchat.errors import (
     ActorchatError,
     AuthError,
@@ -721,17 +721,49 @@ def _join_conversation(self: Connection, req: Request) -> None:
     )
     done = {m.id for m in history}
     live = replay[0].message_id if replay and isinstance(replay[0], StreamStart) else None
+    named: str | None = req.get("message_id")
+    # Resuming a named reply (PROTOCOL.md, lifecycle 6): the skip applies to
+    # it alone; any other reply in progress (the new answer after a crash)
+    # is replayed from index 0. Without a name, it applies to the live one.
+    skip = named if named is not None else live
+    if named is not None and named != live:
+        # It ended while the client was away (or during this join): say how.
+        ended = next((m for m in history if m.id == named), None)
+        if ended is None:
+            ended = next((m for m in ctx.chat.messages(cid, versions=True) if m.id == named), None)
+        self.send(_resumed_end(cid, named, ended))
     for event in chain(replay, buffered):
         if _message_id_of(event) in done:
             continue  # completed during the join: it is in `messages`
         if (
             after_index is not None
             and isinstance(event, StreamContent)
-            and event.message_id == live
+            and event.message_id == skip
             and event.index <= after_index
         ):
             continue
         self.deliver(event, cid)
+
+
+def _resumed_end(cid: str, message_id: str, message: Message | None) -> str:
+    """The ``stream_complete`` of a named reply that ended while its client was away.
+
+    A reply a crash interrupted is stored superseded (its user message was
+    answered again), and one the server never stored (it restarted
+    mid-reply) is answered the same way: ``finish_reason: "error"``,
+    ``superseded: true``. A reply replaced by a regeneration keeps its own
+    finish reason and says it was superseded.
+    """
+    usage = message.usage if message is not None and message.usage is not None else Usage()
+    data: dict[str, Any] = {
+        "message_id": message_id,
+        "conversation_id": cid,
+        "usage": usage.to_dict(),
+        "finish_reason": (message.finish_reason if message is not None else None) or "error",
+    }
+    if message is None or message.superseded:
+        data["superseded"] = True
+    return frame("stream_complete", data)
 
 
 def _leave_conversation(self: Connection, req: Request) -> None:
