@@ -17,6 +17,10 @@ temp dir) and the bare-gevent baseline (``_baseline.py``) run the same steps:
    ``get_history`` on each of them returned the history it had before;
 5. stop all (``ChatSystem.stop()``) -> seconds.
 
+With matplotlib (the ``bench`` extra) it also draws these figures against N
+in ``bench/charts/scale.png`` (``--charts DIR`` elsewhere, ``--no-charts``
+not at all).
+
 Usage: ``python bench/scale.py --n 10000 100000 [--repeat 3] [--json]``.
 """
 
@@ -28,9 +32,11 @@ actorchat.patch()
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 import _baseline
+import _charts
 import gevent
 from _common import (
     TEXT,
@@ -38,6 +44,7 @@ from _common import (
     cpu,
     emit,
     fmt,
+    machine,
     make_config,
     md_table,
     now,
@@ -225,6 +232,62 @@ def report(results: dict[int, dict[str, dict[str, Any]]]) -> tuple[str, list[dic
     return table, targets
 
 
+def charts(
+    results: dict[int, dict[str, dict[str, Any]]], out_dir: Path, argv: list[str]
+) -> Path | None:
+    """The figures against N, actorchat vs bare gevent, in ``out_dir/scale.png``."""
+    names = {"actorchat": "actorchat", "baseline": "bare gevent"}
+
+    def series(key: str, suffix: str = "", dashed: bool = False) -> list[_charts.Series]:
+        return [
+            _charts.Series(
+                names[kind] + suffix,
+                [(n, pair[kind][key]) for n, pair in sorted(results.items()) if key in pair[kind]],
+                group=kind,
+                dashed=dashed,
+            )
+            for kind in ("actorchat", "baseline")
+        ]
+
+    def has(*keys: str) -> bool:
+        return all(k in pair[kind] for pair in results.values() for kind in names for k in keys)
+
+    x = "conversations (N)"
+    panels = []
+    if has("start_us"):
+        panels.append(
+            _charts.Panel(
+                "Start (store write included)", x, "µs per conversation", series("start_us")
+            )
+        )
+    if has("rss_kb"):
+        panels.append(
+            _charts.Panel("Memory", x, "RSS, KB per live idle conversation", series("rss_kb"))
+        )
+    if has("recover_s", "recover_verified_s"):
+        panels.append(
+            _charts.Panel(
+                "Kill 10%: recovery",
+                x,
+                "seconds after the kill",
+                series("recover_s", ": all restarted")
+                + series("recover_verified_s", ": histories verified", dashed=True),
+            )
+        )
+    if has("stop_s"):
+        panels.append(_charts.Panel("Stop all", x, "seconds", series("stop_s")))
+    if not panels:
+        return None
+    m = machine()
+    note = (
+        f"{m['date']}, commit {m['commit']}, {m['nproc']} CPUs ({m['cpu']}), "
+        f"{m['mem_total_gb']} GB; python bench/scale.py {' '.join(argv)}"
+    )
+    return _charts.line_panels(
+        out_dir / "scale.png", panels, "Scale: actorchat vs bare gevent", note=note
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[10_000, 100_000])
@@ -237,6 +300,7 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--worker", choices=["baseline", "actorchat"], help=argparse.SUPPRESS)
+    _charts.add_arguments(parser)
     args = parser.parse_args()
 
     if args.worker:
@@ -250,10 +314,13 @@ def main() -> None:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    chart_dir = _charts.output_dir(args)
     extra = ["--history-turns", str(args.history_turns)]
     results = run_pairs(__file__, args.n, args.repeat, extra, log)
     table, targets = report(results)
     print_report(results, table, targets, args.repeat, bool(args.json))
+    if chart_dir is not None and (path := charts(results, chart_dir, sys.argv[1:])):
+        _charts.wrote(path)
 
 
 if __name__ == "__main__":

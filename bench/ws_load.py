@@ -12,6 +12,11 @@ The client is asyncio + uvloop + ``websockets`` (permessage-deflate off), in
 this process; the servers run in their own. Everything shares the
 machine's cores, so compare targets side by side, not across machines.
 
+It also draws chunks/s and time to first chunk against the number of
+clients, one line per target and a row per delay, in
+``bench/charts/ws_load.png`` (``--charts DIR`` elsewhere, ``--no-charts`` not
+at all).
+
 Usage::
 
     python bench/ws_load.py --clients 100 1000 5000 --delays 10 0 --messages 5
@@ -36,9 +41,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _charts
 import jwt
 import psutil
 import uvloop
+from _common import machine
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -472,6 +479,52 @@ def header() -> str:
     return "| " + " | ".join(titles) + " |\n|" + "---|" * len(titles)
 
 
+#: How the charts name the targets.
+TARGET_NAMES = {"actorchat": "actorchat", "peer": "FastAPI peer"}
+
+
+def charts(results: list[Result], out_dir: Path, note: str) -> Path | None:
+    """chunks/s and time to first chunk against clients, a row per delay, in ``ws_load.png``."""
+    if not results:
+        return None
+    targets = list(dict.fromkeys(r.target for r in results))
+    panels = []
+    for delay in dict.fromkeys(r.delay_ms for r in results):
+        runs = [r for r in results if r.delay_ms == delay]
+
+        def points(target: str, attr: str, runs: list[Result] = runs) -> list[tuple[float, float]]:
+            return [(r.clients, getattr(r, attr)) for r in runs if r.target == target]
+
+        heading = f"mock delay {delay:g} ms, K = {runs[0].messages}"
+        throughput = [
+            _charts.Series(TARGET_NAMES.get(t, t), points(t, "chunks_per_s"), group=t)
+            for t in targets
+        ]
+        latency = [
+            _charts.Series(
+                f"{TARGET_NAMES.get(t, t)} {p}",
+                points(t, f"ttft_{p}_ms"),
+                group=t,
+                dashed=p == "p99",
+            )
+            for t in targets
+            for p in ("p50", "p99")
+        ]
+        ttfts = [y for s in latency for _, y in s.points if y > 0]
+        panels += [
+            _charts.Panel(f"Throughput ({heading})", "concurrent clients", "chunks/s", throughput),
+            _charts.Panel(
+                f"Time to first chunk ({heading})",
+                "concurrent clients",
+                "time to first chunk, ms (from the send)",
+                latency,
+                # A p99 tens of times the p50 would flatten the p50 line on a linear axis.
+                logy=bool(ttfts) and max(ttfts) / min(ttfts) >= 30,
+            ),
+        ]
+    return _charts.line_panels(out_dir / "ws_load.png", panels, "WebSocket load", note=note)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
@@ -483,6 +536,7 @@ def main() -> int:
     parser.add_argument(
         "--procs", type=int, default=1, help="load processes the clients are split over"
     )
+    _charts.add_arguments(parser)
     args = parser.parse_args()
 
     print(
@@ -491,6 +545,7 @@ def main() -> int:
         flush=True,
     )
     print(header(), flush=True)
+    chart_dir = _charts.output_dir(args)
     results = []
     for clients in args.clients:
         for delay in args.delays:
@@ -500,6 +555,15 @@ def main() -> int:
                 print(row(result), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))
+    if chart_dir is not None:
+        m = machine()
+        note = (
+            f"{m['date']}, commit {m['commit']}, {m['nproc']} CPUs ({m['cpu']}),"
+            f" {m['mem_total_gb']} GB; {TOKENS} tokens per reply, store {args.store};"
+            f" python bench/ws_load.py {' '.join(sys.argv[1:])}"
+        )
+        if path := charts(results, chart_dir, note):
+            _charts.wrote(path)
     return 0
 
 
