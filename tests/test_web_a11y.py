@@ -1,9 +1,10 @@
 """Accessibility and layout of the web app in a real headless Chromium.
 
 axe-core (through axe-playwright-python) checks every page in light and dark
-(WCAG A/AA rules: contrast, labels, roles, names); the keyboard alone can
-log in, start a chat, send, stop; the workspace works on a phone-sized
-screen. Without a browser the tests are skipped, with the reason printed.
+(WCAG A/AA rules: contrast, labels, roles, names), the workspace with a
+swarm's conversations hidden and shown too; the keyboard alone can log in,
+start a chat, send, stop, show the swarm's conversations; the workspace
+works on a phone-sized screen. Without a browser the tests are skipped, with the reason printed.
 """
 
 from __future__ import annotations
@@ -82,7 +83,24 @@ def test_axe_finds_no_violations(server: Any, browser: Any, scheme: str) -> None
         expect(page.locator("#conn-status")).to_have_text("Live")
         page.get_by_role("button", name="Start 100", exact=True).click()
         expect(page.locator("#legend li[data-state=idle] .count")).to_have_text("100")
+        expect(page.locator("#faults-status")).to_contain_text("Now 0 %")
         assert violations(page) == [], "dashboard"
+
+        # Back in the workspace: the swarm's conversations hidden, the toggle
+        # shown; then shown, by keyboard.
+        page.goto(f"{server.url}/")
+        expect(page.locator("#conn-status")).to_have_text("Connected")
+        toggle = page.get_by_role("checkbox", name="Show swarm conversations (100)")
+        expect(toggle).to_be_visible()
+        expect(page.locator("#conv-list li")).to_have_count(1)
+        assert violations(page) == [], "workspace with a swarm hidden"
+        page.get_by_label("Search conversations by title").focus()
+        page.keyboard.press("Tab")
+        expect(toggle).to_be_focused()
+        page.keyboard.press("Space")
+        expect(toggle).to_be_checked()
+        expect(page.locator("#conv-list li")).to_have_count(101)
+        assert violations(page) == [], "workspace with a swarm shown"
     finally:
         ctx.close()
 

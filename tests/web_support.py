@@ -36,8 +36,9 @@ from tests.server_support import free_port, running_server
 #: The web app's files.
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 
-#: Chromium flags for this sandboxed machine (see the machine notes): no
-#: background networking, which the closed network refuses anyway.
+#: Chromium flags for running headless in a container, often as root and
+#: without a GPU or network access: no sandbox, no GPU, no background
+#: networking (update checks, sync), no /dev/shm for shared memory.
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

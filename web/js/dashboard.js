@@ -1,9 +1,10 @@
-// The swarm dashboard (seed 000's experiment): start N conversations, broadcast
+// The swarm dashboard, the swarm experiment: start N conversations, broadcast
 // to all of them, watch each one's state on a canvas grid, crash 10 % of them
-// and watch the supervisor bring them back; live server charts beside it.
+// (or set the embedded model's crash rate) and watch the supervisor bring them
+// back; live server charts beside it.
 //
 // Only the public protocol: the batch and broadcast endpoints, and the
-// operations endpoints (stats stream, conversations by state, kill). State
+// operations endpoints (stats stream, conversations by state, kill, faults). State
 // polling runs in a worker (swarm-worker.js); the page applies the changed
 // cells and repaints at most once per animation frame.
 
@@ -13,6 +14,7 @@ import { fmt, initChrome, showUser } from "./chrome.js";
 import { describeError } from "./errors.js";
 import { clearSession, currentToken, loadSession, renewAfterRefusal, showLogin } from "./session.js";
 import { STATE_CODE, STATES, SwarmGrid } from "./swarm-grid.js";
+import { swarmTitle } from "./swarm-marker.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_PER_REQUEST = 10_000; // the server's default max_batch and max_broadcast
@@ -20,6 +22,7 @@ const POLL_MS = 500;
 const SHOWN_STATES = ["idle", "generating", "crashed", "restarting", "failed", "passivated"];
 const HEALTHY = new Set([STATE_CODE.idle, STATE_CODE.generating]);
 
+const pct = (rate) => `${fmt(Number((rate * 100).toFixed(3)))} %`;
 const secs = (ms) => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
 
 function sample(array, k) {
@@ -43,6 +46,8 @@ class Dashboard {
     this.legendNodes = new Map();
     this.labelAt = 0;
     this.polls = [];
+    this.starting = null; // the start in progress (a promise that never rejects)
+    this.crashRate = null;
     // Main-thread time of this page's own work, per call (bench/dashboard.py reports it).
     this.work = { diff: [], draw: [], cells: [] };
   }
@@ -77,6 +82,7 @@ class Dashboard {
     this.worker.onmessage = (ev) => this.onWorker(ev.data);
     this.worker.postMessage({ type: "init", token: await currentToken(), intervalMs: POLL_MS });
     this.bindUi();
+    this.loadFaults();
     await this.restore();
     this.streamStats();
     window.__swarm = this; // for diagnostics, the browser tests and bench/dashboard.py
@@ -210,18 +216,28 @@ class Dashboard {
     for (const b of document.querySelectorAll(selector)) b.disabled = busy;
   }
 
-  async startConversations(n) {
+  startConversations(n) {
+    const run = this.runStart(n).finally(() => {
+      if (this.starting === run) this.starting = null;
+    });
+    this.starting = run;
+    return run;
+  }
+
+  async runStart(n) {
     this.setBusy("[data-start], #forget-btn", true);
     this.dropBanner();
     const t0 = performance.now();
     this.setStatus("start-status", `Starting ${fmt(n)} conversations…`);
+    // Titled so the chat workspace can tell them from your own (swarm-marker.js).
+    const title = swarmTitle();
     try {
       let left = n;
       while (left > 0) {
         const count = Math.min(left, MAX_PER_REQUEST);
         const body = await apiFetch("/api/v1/conversations/batch", {
           method: "POST",
-          body: { count, title: "swarm" },
+          body: { count, title },
           token: await currentToken(),
         });
         this.addCells(body.conversation_ids);
@@ -236,6 +252,14 @@ class Dashboard {
   }
 
   async broadcastAll(text) {
+    if (this.starting) {
+      // Clicked while conversations are being started: wait for them, then
+      // broadcast to the whole swarm, the new ones included.
+      this.setBusy("#broadcast-btn", true);
+      this.setStatus("broadcast-status", "Waiting for the conversations being started: the broadcast goes to all of them once they are.");
+      await this.starting;
+      this.setBusy("#broadcast-btn", false);
+    }
     if (!this.ids.length) {
       this.setStatus("broadcast-status", "Nothing to broadcast to: start some conversations first.");
       return;
@@ -363,6 +387,67 @@ class Dashboard {
         "kill-status",
         `Killed ${fmt(n)}: recovered ${fmt(shown)} of ${fmt(n)} so far${failed ? `, ${fmt(failed)} failed (restart intensity exceeded)` : ""}…`,
       );
+    }
+  }
+
+  // -- the embedded model's crash rate (GET / PUT /api/v1/admin/faults) -------------------------
+
+  async loadFaults() {
+    try {
+      const body = await apiFetch("/api/v1/admin/faults", { token: await currentToken() });
+      this.showCrashRate(body?.mock_crash_rate ?? 0);
+    } catch (err) {
+      this.faultsUnavailable(err);
+    }
+  }
+
+  async setCrashRate(percent) {
+    const input = $("crash-rate");
+    if (!Number.isFinite(percent) || percent < 0 || percent > 100) {
+      input.setAttribute("aria-invalid", "true");
+      this.setStatus("faults-status", "Give a crash rate from 0 to 100 %.");
+      input.focus();
+      return;
+    }
+    input.removeAttribute("aria-invalid");
+    // The buttons stay enabled (and focused): a later click wins, an earlier answer is ignored.
+    const seq = (this.faultSeq = (this.faultSeq ?? 0) + 1);
+    this.setStatus("faults-status", `Setting the crash rate to ${pct(percent / 100)}…`);
+    try {
+      const body = await apiFetch("/api/v1/admin/faults", {
+        method: "PUT",
+        body: { mock_crash_rate: percent / 100 },
+        token: await currentToken(),
+      });
+      if (seq === this.faultSeq) this.showCrashRate(body?.mock_crash_rate ?? percent / 100);
+    } catch (err) {
+      if (seq === this.faultSeq) this.faultsUnavailable(err);
+    }
+  }
+
+  showCrashRate(rate) {
+    this.crashRate = rate;
+    for (const b of document.querySelectorAll("[data-rate]")) {
+      b.setAttribute("aria-pressed", String(Math.abs(Number(b.dataset.rate) - rate * 100) < 1e-9));
+    }
+    const input = $("crash-rate");
+    if (document.activeElement !== input) input.value = String(Number((rate * 100).toFixed(4)));
+    this.setStatus(
+      "faults-status",
+      rate > 0
+        ? `Now ${pct(rate)} of the embedded model's replies crash their conversation (broadcast to see it).`
+        : "Now 0 %: the embedded model never crashes.",
+    );
+  }
+
+  faultsUnavailable(err) {
+    if (err.status === 403) {
+      this.setStatus("faults-status", "Setting faults needs a token with the admin role.");
+    } else if (err.status === 401) {
+      this.onRefused();
+    } else {
+      const info = describeError(err.code ?? "INTERNAL_ERROR", err.message, err.extra ?? {});
+      this.setStatus("faults-status", `${info.title}${info.detail ? ` (${info.detail})` : ""}`);
     }
   }
 
@@ -504,6 +589,14 @@ class Dashboard {
       this.broadcastAll($("broadcast-text").value);
     });
     $("kill-btn").addEventListener("click", () => this.killTenPercent());
+    for (const b of document.querySelectorAll("[data-rate]")) {
+      b.addEventListener("click", () => this.setCrashRate(Number(b.dataset.rate)));
+    }
+    $("faults-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const raw = $("crash-rate").value.trim();
+      this.setCrashRate(raw === "" ? Number.NaN : Number(raw));
+    });
     $("forget-btn").addEventListener("click", () => this.forget());
     const canvas = $("swarm-grid");
     const tip = $("grid-tip");

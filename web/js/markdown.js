@@ -27,19 +27,52 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
   }
 });
 
-/** Markdown text to sanitised HTML. */
+const charRef = (c) => `&#${c.charCodeAt(0)};`;
+
+/**
+ * Make HTML parse without creating an event-handler attribute, a `style`
+ * attribute or a `<style>` element, while reading the same as text.
+ *
+ * Chromium (156 at least) checks the page's Content-Security-Policy when its
+ * HTML parser creates one of those, even in an inert document (DOMParser, a
+ * `<template>`): parsing `<img onerror=…>` logs "Executing inline event
+ * handler violates … 'script-src 'self''" before any sanitiser has seen the
+ * element. The CSP blocks the handler either way and DOMPurify removes it,
+ * but the page must not log errors; so the parser must never meet one.
+ *
+ * The tokenizer starts an attribute name only after whitespace, `/` or a
+ * closing quote, and never decodes character references in a name. So every
+ * `on…` or `style…` that follows one of those characters, anywhere in the
+ * HTML (not only in the raw HTML that marked passes through: where a tag the
+ * model wrote ends is the parser's business), gets its second letter written as
+ * a character reference: `o&#110;error` is no handler, while in text and in
+ * attribute values, where references are decoded, it reads exactly as before. `<style>` becomes
+ * `<noembed>`, also raw text, which DOMPurify drops with its content.
+ *
+ * This is not the security boundary (DOMPurify is); it keeps the console clean.
+ */
+function defuse(html) {
+  return html
+    .replace(/<(\/?)style(?=[\s/>]|$)/gi, "<$1noembed") // first: `</style` holds a "/st"
+    .replace(/([\s/"'])(o)(n)/gi, (_, sep, o, n) => `${sep}${o}${charRef(n)}`)
+    .replace(/([\s/"'])(s)(t)(?=yle)/gi, (_, sep, s, t) => `${sep}${s}${charRef(t)}`);
+}
+
+const PURIFY = {
+  USE_PROFILES: { html: true },
+  FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "iframe", "img", "video", "audio", "source", "picture"],
+  FORBID_ATTR: ["style"],
+  RETURN_DOM_FRAGMENT: true,
+};
+
+/** Markdown text to a sanitised DocumentFragment (its nodes are moved, not parsed again, into the page). */
 export function renderMarkdown(text) {
-  const html = marked.parse(text ?? "");
-  return DOMPurify.sanitize(html, {
-    USE_PROFILES: { html: true },
-    FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "iframe", "img", "video", "audio", "source", "picture"],
-    FORBID_ATTR: ["style"],
-  });
+  return DOMPurify.sanitize(defuse(marked.parse(text ?? "")), PURIFY);
 }
 
 /** Render `text` into `target`, adding a Copy button and a language label to each code block. */
 export function renderInto(target, text) {
-  target.innerHTML = renderMarkdown(text);
+  target.replaceChildren(renderMarkdown(text));
   for (const pre of target.querySelectorAll("pre")) {
     const code = pre.querySelector("code");
     const lang = /language-([\w+#.-]+)/.exec(code?.className ?? "")?.[1] ?? "";

@@ -11,6 +11,7 @@ import { describeError } from "./errors.js";
 import { handleCopyClicks, renderInto } from "./markdown.js";
 import { clearSession, currentToken, loadSession, renewAfterRefusal, showLogin } from "./session.js";
 import { ChatSocket } from "./socket.js";
+import { isSwarmConversation } from "./swarm-marker.js";
 import { Transcript } from "./transcript.js";
 
 const $ = (id) => document.getElementById(id);
@@ -19,6 +20,13 @@ const HISTORY_LIMIT = 200;
 const SIDEBAR_MAX = 300;
 const TITLE_MAX = 60;
 const MODEL_KEY = "actorchat.model";
+const SHOW_SWARM_KEY = "actorchat.showSwarm";
+// With swarm conversations hidden, the list is paged on in large pages (the
+// server's default max_page; a smaller one gives smaller pages) until a page's
+// worth is shown: a swarm of 10,000 started after your own conversations comes
+// first in the list. At most this many pages per go; "Load older" goes on.
+const FILL_PAGE_SIZE = 1000;
+const FILL_MAX_PAGES = 20;
 
 function h(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -31,6 +39,10 @@ function h(tag, attrs = {}, ...children) {
   }
   node.append(...children.filter((c) => c != null));
   return node;
+}
+
+function byRecency(a, b) {
+  return (b.updated_at ?? "").localeCompare(a.updated_at ?? "") || (b.created_at ?? "").localeCompare(a.created_at ?? "");
 }
 
 function titleOf(conv) {
@@ -88,6 +100,9 @@ class Workspace {
     /** @type {Map<string, any>} */
     this.convs = new Map();
     this.hasMore = false;
+    this.listed = []; // ids in the server's listing order (newest first), as paged in
+    this.loading = false;
+    this.showSwarm = localStorage.getItem(SHOW_SWARM_KEY) === "1";
     this.currentId = null;
     /** @type {Transcript|null} */
     this.transcript = null;
@@ -203,9 +218,9 @@ class Workspace {
   }
 
   async onAuthenticated({ resumed }) {
+    let listed = false;
     try {
-      const ans = await this.socket.request("list_conversations", { limit: PAGE_SIZE });
-      const list = ans.data?.conversations ?? [];
+      const list = await this.fetchPage(PAGE_SIZE, null);
       if (resumed) {
         // Anything deleted while we were away disappears; the rest is refreshed.
         const keep = new Set(list.map((c) => String(c.id)));
@@ -213,9 +228,8 @@ class Workspace {
           if (!keep.has(id) && id !== this.currentId) this.convs.delete(id);
         }
       }
-      for (const c of list) this.upsertConv(c);
-      this.hasMore = list.length >= PAGE_SIZE;
-      this.schedule("sidebar");
+      this.takePage(list, { first: true });
+      listed = true;
     } catch (err) {
       this.errorBanner(err.code, err.message, err.data);
     }
@@ -223,6 +237,86 @@ class Workspace {
     const wanted = this.currentId ?? this.idFromHash();
     if (wanted) this.open(wanted, { resume: resumed && wanted === this.currentId });
     else this.schedule("transcript", "header");
+    if (listed) this.loadUntil(PAGE_SIZE);
+  }
+
+  // -- the conversation list, page by page ------------------------------------------------
+
+  async fetchPage(limit, before) {
+    const data = { limit };
+    if (before) data.before = before;
+    const ans = await this.socket.request("list_conversations", data);
+    return ans.data?.conversations ?? [];
+  }
+
+  /** The page after the oldest conversation listed so far (that still exists). */
+  async fetchOlder(limit) {
+    for (let tries = 0; ; tries++) {
+      let before = null;
+      for (let i = this.listed.length - 1; i >= 0 && !before; i--) {
+        if (this.convs.has(this.listed[i])) before = this.listed[i];
+      }
+      try {
+        return await this.fetchPage(limit, before);
+      } catch (err) {
+        // The anchor was deleted meanwhile (in another tab, by another client):
+        // the server refuses it; page on from the one listed before it.
+        if (err.code !== "INVALID_MESSAGE" || !before || tries >= 3) throw err;
+        this.convs.delete(before);
+        this.schedule("sidebar");
+      }
+    }
+  }
+
+  takePage(list, { first = false } = {}) {
+    if (first) this.listed = [];
+    for (const c of list) {
+      this.upsertConv(c);
+      if (c?.id != null) this.listed.push(String(c.id));
+    }
+    this.hasMore = list.length >= PAGE_SIZE;
+    this.schedule("sidebar");
+  }
+
+  /**
+   * List older pages until the sidebar shows `target` conversations (hidden
+   * swarm conversations do not count), the list ends, or FILL_MAX_PAGES went
+   * by; `atLeast` pages in any case.
+   */
+  async loadUntil(target, atLeast = 0) {
+    if (this.loading) return;
+    this.loading = true;
+    this.schedule("sidebar");
+    try {
+      for (let pages = 0; this.hasMore && pages < FILL_MAX_PAGES; pages++) {
+        if (pages >= atLeast && this.shownConvs().length >= target) break;
+        if (!this.socket?.isOpen) break; // listed again once reconnected
+        this.takePage(await this.fetchOlder(this.showSwarm ? PAGE_SIZE : FILL_PAGE_SIZE));
+      }
+    } catch (err) {
+      if (err.code !== "DISCONNECTED") this.errorBanner(err.code, err.message, err.data);
+    } finally {
+      this.loading = false;
+      this.schedule("sidebar");
+    }
+  }
+
+  /** The conversations the sidebar lists: swarm ones only when asked for (the open one always). */
+  shownConvs() {
+    const all = [...this.convs.values()];
+    if (this.showSwarm) return all;
+    return all.filter((c) => c.id === this.currentId || !isSwarmConversation(c));
+  }
+
+  setShowSwarm(show, { save = true } = {}) {
+    this.showSwarm = show;
+    $("show-swarm").checked = show;
+    if (save) {
+      if (show) localStorage.setItem(SHOW_SWARM_KEY, "1");
+      else localStorage.removeItem(SHOW_SWARM_KEY);
+    }
+    this.schedule("sidebar");
+    if (!show && this.socket?.isOpen) this.loadUntil(PAGE_SIZE);
   }
 
   // -- frames ------------------------------------------------------------------------------
@@ -660,6 +754,11 @@ class Workspace {
     $("stop-btn").addEventListener("click", () => this.stop());
     $("search").addEventListener("input", () => this.schedule("sidebar"));
     $("load-more").addEventListener("click", () => this.loadMore());
+    $("show-swarm").checked = this.showSwarm;
+    $("show-swarm").addEventListener("change", (ev) => this.setShowSwarm(ev.target.checked));
+    addEventListener("storage", (ev) => {
+      if (ev.key === SHOW_SWARM_KEY) this.setShowSwarm(ev.newValue === "1", { save: false }); // another tab
+    });
     $("model-select").addEventListener("change", (ev) => this.changeModel(ev.target.value));
     $("rename-btn").addEventListener("click", () => this.startRename());
     $("rename-cancel").addEventListener("click", () => this.endRename());
@@ -770,19 +869,8 @@ class Workspace {
     input.addEventListener("blur", () => finish(true));
   }
 
-  async loadMore() {
-    const list = this.sortedConvs();
-    const last = list[list.length - 1];
-    if (!last) return;
-    try {
-      const ans = await this.socket.request("list_conversations", { limit: PAGE_SIZE, before: last.id });
-      const got = ans.data?.conversations ?? [];
-      for (const c of got) this.upsertConv(c);
-      this.hasMore = got.length >= PAGE_SIZE;
-      this.schedule("sidebar");
-    } catch (err) {
-      this.errorBanner(err.code, err.message, err.data);
-    }
+  loadMore() {
+    return this.loadUntil(this.shownConvs().length + PAGE_SIZE, 1);
   }
 
   // -- rendering ---------------------------------------------------------------------------------
@@ -802,25 +890,29 @@ class Workspace {
     if (d.controls || d.transcript) this.renderControls();
   }
 
-  sortedConvs() {
-    return [...this.convs.values()].sort(
-      (a, b) => (b.updated_at ?? "").localeCompare(a.updated_at ?? "") || (b.created_at ?? "").localeCompare(a.created_at ?? ""),
-    );
-  }
-
   renderSidebar() {
     const q = $("search").value.trim().toLowerCase();
-    let list = this.sortedConvs();
+    let list = this.shownConvs();
     if (q) list = list.filter((c) => titleOf(c).toLowerCase().includes(q));
+    list.sort(byRecency);
     const shown = list.slice(0, SIDEBAR_MAX);
     const nodes = shown.map((c) => this.convNode(c));
     reconcile($("conv-list"), nodes);
     const live = new Set(this.convs.keys());
     for (const id of [...this.convNodes.keys()]) if (!live.has(id)) this.convNodes.delete(id);
+    let swarm = 0;
+    for (const c of this.convs.values()) if (isSwarmConversation(c)) swarm += 1;
+    const filter = $("swarm-filter");
+    filter.hidden = !swarm && !this.showSwarm;
+    const label = `Show swarm conversations (${fmt(swarm)}${this.hasMore ? "+" : ""})`;
+    if ($("swarm-filter-text").textContent !== label) $("swarm-filter-text").textContent = label;
     const empty = $("conv-empty");
     if (!list.length) {
       empty.hidden = false;
-      empty.textContent = q ? `No conversation title contains “${$("search").value.trim()}”.` : "No conversations yet: start one with New chat.";
+      if (q) empty.textContent = `No conversation title contains “${$("search").value.trim()}”.`;
+      else if (this.loading) empty.textContent = "Loading conversations…";
+      else if (swarm && !this.showSwarm) empty.textContent = "No conversations of your own yet: start one with New chat. Swarm conversations are hidden.";
+      else empty.textContent = "No conversations yet: start one with New chat.";
     } else if (list.length > shown.length) {
       empty.hidden = false;
       empty.textContent = `Showing ${fmt(shown.length)} of ${fmt(list.length)}: search to narrow the list.`;
