@@ -1,4 +1,4 @@
-"""Module-level shortcuts (``actorchat.start_conversation`` ...), on one lazily started default system.
+"""Module-level shortcuts (``actorchat.start_conversation``...) on one lazily started system.
 
 ``actorchat.start_conversation()`` and friends start a ``ChatSystem`` from
 the environment on first use and stop it at interpreter exit. Applications

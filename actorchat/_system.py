@@ -31,6 +31,7 @@ from actorchat._conversation import (
     GetHistory,
     GetInfo,
     GetStats,
+    Kill,
     Ping,
     Regenerate,
     Send,
@@ -734,9 +735,23 @@ class ChatSystem:
     # Fault injection and operations -----------------------------------------------------
 
     def kill(self, cid: str) -> bool:
-        """Crash a live conversation as from an unexpected exception."""
-        killed: list[str] = self._sup_ask(KillChildren([str(cid)]))
-        return bool(killed)
+        """Crash a live conversation as from an unexpected exception.
+
+        A message to the conversation itself, like any other: it costs what
+        a message costs, and never waits behind the supervisor's restart
+        work (an ask of the supervisor did, 420 us a kill at 100,000
+        conversations). False when no live actor holds the conversation.
+        """
+        self._sup()
+        assert self.registry is not None
+        ref = self.registry.lookup(str(cid))
+        if ref is None:
+            return False
+        try:
+            ref.tell(Kill())
+        except ActorDeadError:
+            return False  # crashed already; its successor is on the way
+        return True
 
     def kill_many(
         self, ids: Sequence[str] | None = None, *, fraction: float | None = None

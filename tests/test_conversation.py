@@ -176,9 +176,8 @@ def test_cancel_keeps_the_partial_text(make_system) -> None:  # type: ignore[no-
     assert not system.cancel(cid), "nothing left to cancel"
     # The prompt was sent and counts as for any reply: the mock counts words.
     assert reply.usage is not None and reply.usage.estimated
-    assert reply.usage.prompt_tokens == len("a long answer please".split()) + len(
-        system.config.system_prompt.split()
-    )
+    words = ["a", "long", "answer", "please"]
+    assert reply.usage.prompt_tokens == len(words) + len(system.config.system_prompt.split())
     assert done.usage.prompt_tokens == reply.usage.prompt_tokens  # type: ignore[attr-defined]
 
 

@@ -166,7 +166,7 @@ def test_done_without_finish_reason_before_text_is_retried(server: FakeOpenAISer
 
 def test_done_without_finish_reason_every_time_gives_up(server: FakeOpenAIServer) -> None:
     server.reset(Behavior(tokens=3, cut_after=0))
-    with pytest.raises(ProviderError, match="cut short.*gave up after 3 attempts"):
+    with pytest.raises(ProviderError, match=r"cut short.*gave up after 3 attempts"):
         collect(provider(server, max_attempts=3).stream(request(model_for(server, "openai"))))
     assert len(server.requests) == 3
 

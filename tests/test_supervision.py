@@ -503,3 +503,39 @@ def test_stopping_while_a_broadcast_reaches_stopped_conversations_leaves_none_ru
     ]
     assert running == []
     assert system.metrics.generating == 0
+
+
+class _SlowReloadStore(MemoryStore):
+    """A memory store whose reloads wait for a gate: the supervisor is busy restarting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = GEvent()
+        self.reloading = GEvent()
+
+    def load_many(self, conversation_ids):  # type: ignore[no-untyped-def]
+        self.reloading.set()
+        self.gate.wait()
+        return super().load_many(conversation_ids)
+
+
+def test_kill_is_a_message_and_never_waits_behind_the_supervisors_restart_work(
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    store = _SlowReloadStore()
+    with ChatSystem(make_config(tmp_path, store="memory"), store=store) as system:
+        a, b = system.start_conversations(2)
+        system.send_message(a, "remember me", timeout=WAIT)
+        assert system.kill(a)
+        # The supervisor now waits on the reload of `a` ...
+        assert store.reloading.wait(WAIT)
+        # ... and a kill of `b` is delivered all the same, without waiting for it.
+        done = gevent.spawn(system.kill, b)
+        done.join(WAIT)
+        assert done.successful() and done.value is True
+        assert not store.gate.is_set()
+        store.gate.set()
+        for cid in (a, b):
+            assert system.get_stats(cid).restarts == 1
+        assert system.get_history(a)[0].content == "remember me"
+        assert system.kill("no-such-conversation") is False

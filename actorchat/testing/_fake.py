@@ -581,7 +581,6 @@ class FakeOpenAIServer(FakeServer):
         if behavior.end_marker:
             yield "other", _sse("[DONE]")
 
-
     def cut_short(self) -> Iterator[tuple[str, bytes]]:
         yield "other", _sse("[DONE]")
 
@@ -681,7 +680,6 @@ class FakeAnthropicServer(FakeServer):
             yield "other", _sse(delta, "message_delta")
         if behavior.end_marker:
             yield "other", _sse({"type": "message_stop"}, "message_stop")
-
 
     def cut_short(self) -> Iterator[tuple[str, bytes]]:
         yield "other", _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
