@@ -177,7 +177,13 @@ def _number(value: float) -> str:
 
 
 def _draw_lines(ax: Axes, panel: Panel, colours: Mapping[str, str]) -> None:
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+    from matplotlib.ticker import (
+        FixedLocator,
+        FuncFormatter,
+        LogLocator,
+        NullFormatter,
+        NullLocator,
+    )
 
     series = _as_series(panel.series)
     xs = sorted({x for s in series for x, _ in s.points})
@@ -202,6 +208,10 @@ def _draw_lines(ax: Axes, panel: Panel, colours: Mapping[str, str]) -> None:
         ax.set_xscale("log")
     if panel.logy:
         ax.set_yscale("log")
+        # 10, 20, 50, 100, ... in plain numbers: "2 x 10^1" on a minor tick is
+        # hard to read at a glance.
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     elif panel.y_from_zero:
         ax.set_ylim(bottom=0)
     if 0 < len(xs) <= 12:
