@@ -63,5 +63,9 @@ class Registry:
     def lookup(self, conversation_id: str) -> pykka.ActorRef[Any] | None:
         return self._table.get(conversation_id)
 
+    def ids(self) -> list[str]:
+        """Ids of the conversations with an actor (a snapshot)."""
+        return list(self._table)
+
     def count(self) -> int:
         return len(self._table)

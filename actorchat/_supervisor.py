@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import random
 import sys
 import time
 from collections import deque
@@ -45,7 +44,6 @@ from actorchat._conversation import (
     Callback,
     ConversationActor,
     Deps,
-    Kill,
     Passivate,
     Regenerate,
     Send,
@@ -94,12 +92,6 @@ class ChildStopped:
 class StopChild:
     conversation_id: str
     reason: str = "stopped"
-
-
-@dataclass(slots=True)
-class KillChildren:
-    conversation_ids: Sequence[str] | None = None
-    fraction: float | None = None
 
 
 @dataclass(slots=True)
@@ -464,22 +456,6 @@ class SupervisorActor(GreenletActor):
         self.crashed.pop(msg.conversation_id, None)
         self._on_stop_child(StopChild(msg.conversation_id, "deleted"))
 
-    def _on_kill(self, msg: KillChildren) -> list[str]:
-        if msg.conversation_ids is not None:
-            ids = [cid for cid in msg.conversation_ids if cid in self.children]
-        else:
-            live = list(self.children)
-            k = round(len(live) * (msg.fraction or 0.0))
-            ids = random.sample(live, k)
-        killed = []
-        for cid in ids:
-            try:
-                self.children[cid].actor.actor_ref.tell(Kill())
-                killed.append(cid)
-            except ActorDeadError:
-                pass
-        return killed
-
     def _on_sweep(self, msg: Sweep) -> int:
         deadline = time.time() - msg.idle_timeout
         asked = 0
@@ -547,7 +523,6 @@ _HANDLERS: dict[type, Any] = {
     StopChild: SupervisorActor._on_stop_child,
     Forget: SupervisorActor._on_forget,
     Redeliver: SupervisorActor._on_redeliver,
-    KillChildren: SupervisorActor._on_kill,
     Sweep: SupervisorActor._on_sweep,
     StopAll: SupervisorActor._on_stop_all,
     States: SupervisorActor._on_states,
