@@ -172,3 +172,25 @@ def test_while_draining_readyz_is_503_and_health_checks_are_answered(tmp_path: P
         assert closed.code == 1001
         assert p.proc.wait(WAIT) == 0
     assert stored(data, cid).id == mid
+
+
+def test_the_stop_log_tells_the_drain_from_peers_slow_to_answer_the_close(tmp_path: Path) -> None:
+    with serve_process(tmp_path / "data", "--log-level", "info", mock_tokens="5") as p:
+        reader, silent = connect(p), connect(p, "bob")
+        for ws in (reader, silent):
+            start_reply(ws)
+            for f in frames(ws):
+                if f["type"] == "stream_complete":
+                    break
+        # `silent` stops reading: it never answers the server's close frame.
+        p.proc.send_signal(signal.SIGTERM)
+        _, closed = until_close(reader)
+        assert closed.code == 1001
+        assert p.proc.wait(WAIT) == 0
+        err = p.proc.stderr.read() if p.proc.stderr else ""
+    drain = next(line for line in err.splitlines() if "server.drain" in line)
+    stop = next(line for line in err.splitlines() if "server.stop" in line)
+    assert "replies=0 finished=True" in drain
+    assert "1 of 2 peers did not answer the close" in stop, stop
+    assert "(drain 0.0," in stop
+    silent.close()
