@@ -25,19 +25,6 @@ from gevent.event import Event as GEvent
 from pykka import ActorDeadError
 
 from actorchat._bus import EventBus, Subscription
-from actorchat._conversation import (
-    Cancel,
-    ConversationStats,
-    Deps,
-    GetHistory,
-    GetInfo,
-    GetStats,
-    Kill,
-    Ping,
-    Regenerate,
-    Send,
-    UpdateSettings,
-)
 from actorchat._events import (
     ConversationDeleted,
     ConversationUpdated,
@@ -49,18 +36,31 @@ from actorchat._events import (
 from actorchat._export import export_conversation
 from actorchat._gevent import ensure_patched, yielding
 from actorchat._records import Conversation, Message, new_id
-from actorchat._registry import Registry, RegistryActor
-from actorchat._supervisor import (
+from actorchat.actors import (
     CONVERSATION_STATES,
     Activate,
+    Cancel,
+    ConversationStats,
     Counts,
+    Deps,
     Forget,
+    GetHistory,
+    GetInfo,
+    GetStats,
+    Kill,
+    Ping,
+    Regenerate,
+    Register,
+    Registry,
+    RegistryActor,
+    Send,
     StartNew,
     States,
     StopAll,
     StopChild,
     SupervisorActor,
     Sweep,
+    UpdateSettings,
 )
 from actorchat.config import Config, load_config
 from actorchat.errors import (
@@ -418,9 +418,16 @@ class ChatSystem:
     ) -> str:
         """Create a conversation and start its actor; returns its id."""
         conv = self._new_conversation(owner, title, model, system_prompt)
-        ids: list[str] = self._sup_ask(StartNew([conv]))
+        self._start_new([conv])
         self.bus.publish(ConversationUpdated(conv.id, conv, created=True))
-        return ids[0]
+        return conv.id
+
+    def _start_new(self, convs: list[Conversation]) -> list[str]:
+        """Stored and started by the supervisor, then registered: their ids."""
+        entries = self._sup_ask(StartNew(convs))
+        assert self.registry is not None
+        self.registry.ref.ask(Register(entries))  # lookups find them from now on
+        return [cid for cid, _ in entries]
 
     def start_conversations(self, n: int, **settings: Any) -> list[str]:
         """Create ``n`` conversations at once (one store transaction)."""
@@ -431,7 +438,7 @@ class ChatSystem:
         freeze = self.config.gc_freeze and n >= 1000
         for i in range(0, len(convs), 10_000):
             chunk = convs[i : i + 10_000]
-            ids.extend(self._sup_ask(StartNew(chunk)))
+            ids.extend(self._start_new(chunk))
             for conv in chunk:
                 self.bus.publish(ConversationUpdated(conv.id, conv, created=True))
             if freeze:
