@@ -76,7 +76,7 @@ from actorchat.errors import (
     Timeout,
 )
 from actorchat.providers import MockProvider, Provider, create_provider
-from actorchat.stores import MemoryStore, SQLiteStore, Store
+from actorchat.stores import Store, create_store
 
 __all__ = ["ChatSystem", "Metrics"]
 
@@ -225,10 +225,7 @@ class ChatSystem:
         return self
 
     def _make_store(self) -> Store:
-        cfg = self.config
-        if cfg.store == "memory":
-            return MemoryStore()
-        return SQLiteStore(cfg.data_dir / "actorchat.sqlite3", synchronous=cfg.sqlite_synchronous)
+        return create_store(self.config)
 
     def drain(self, grace: float) -> bool:
         """Wait up to ``grace`` seconds for replies in progress to finish.

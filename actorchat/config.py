@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from actorchat.errors import ConfigurationError
+from actorchat.stores._registry import store_kinds
 
 log = logging.getLogger("actorchat.config")
 
@@ -133,7 +134,8 @@ class Config:
             if not ok:
                 problems.append(f"{name}: {why} (got {getattr(self, name)!r})")
 
-        need(self.store in ("sqlite", "memory"), "store", "must be 'sqlite' or 'memory'")
+        kinds = store_kinds()
+        need(self.store in kinds, "store", "must be one of " + ", ".join(map(repr, kinds)))
         need(
             self.sqlite_synchronous.upper() in ("OFF", "NORMAL", "FULL", "EXTRA"),
             "sqlite_synchronous",

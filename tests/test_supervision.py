@@ -10,8 +10,8 @@ from gevent.event import AsyncResult
 from gevent.event import Event as GEvent
 
 from actorchat import ChatSystem, ConversationState, StreamComplete, StreamContent, StreamStart
-from actorchat.actors import Kill, Send, Shutdown
 from actorchat._records import Usage
+from actorchat.actors import Kill, Send, Shutdown
 from actorchat.config import ModelConfig
 from actorchat.errors import ConversationFailed, Overloaded, StoreError
 from actorchat.providers import MockProvider, Provider, StreamEnd

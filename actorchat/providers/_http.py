@@ -311,6 +311,9 @@ class HttpProvider(Provider):
         self.retries = 0
         self.timeouts = 0
 
+    def use_retry_budget(self, budget: Callable[[], float]) -> None:
+        self.retry_budget = budget
+
     def __repr__(self) -> str:
         # Never the key, nor the headers that carry it.
         return f"<{type(self).__name__} model={self.model.name!r} url={self.url!r}>"
