@@ -1,5 +1,10 @@
 """``ChatSystem``: the wiring module and the Python API over it.
 
+One class of ~850 lines on purpose: it *is* the Python API, one short
+method per promise in the README (each a translation to a message to the
+supervisor or a conversation); splitting a public class over files would
+only hide where a promise is kept.
+
 Start order (stop is the reverse, in ``finally``): store -> providers ->
 bus -> registry actor -> supervisor actor -> idle sweeper and stats sampler.
 The server is a thin layer over this same API.
@@ -35,6 +40,7 @@ from actorchat._events import (
 )
 from actorchat._export import export_conversation
 from actorchat._gevent import ensure_patched, yielding
+from actorchat._metrics import Metrics
 from actorchat._records import Conversation, Message, new_id
 from actorchat.actors import (
     CONVERSATION_STATES,
@@ -78,41 +84,13 @@ from actorchat.errors import (
 from actorchat.providers import MockProvider, Provider, create_provider
 from actorchat.stores import Store, create_store
 
-__all__ = ["ChatSystem", "Metrics"]
+__all__ = ["ChatSystem", "Metrics"]  # Metrics re-exported from _metrics for callers
 
 log = logging.getLogger("actorchat")
 T = TypeVar("T")
 
 #: How often a request is re-routed when its conversation dies under it.
 _ROUTE_ATTEMPTS = 5
-
-
-class Metrics:
-    """System-wide counters, bumped in place by actors (one hub: no locks)."""
-
-    __slots__ = (
-        "crashes",
-        "failed",
-        "generating",
-        "messages",
-        "passivated",
-        "provider_errors",
-        "restarts",
-        "tokens",
-    )
-
-    def __init__(self) -> None:
-        self.messages = 0
-        self.tokens = 0
-        self.generating = 0
-        self.provider_errors = 0
-        self.crashes = 0
-        self.restarts = 0
-        self.failed = 0
-        self.passivated = 0
-
-    def snapshot(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
 
 
 @dataclass(slots=True)

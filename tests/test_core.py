@@ -217,3 +217,75 @@ def test_finishing_counts_time_to_first_token_and_errors() -> None:
     assert message.finish_reason == "error" and message.role == "assistant"
     stats = core.stats
     assert stats.errors == 1 and stats.time_to_first_token == pytest.approx(0.5)
+
+
+# -- the decisions the actor carries out -------------------------------------------------
+
+
+def test_accept_and_answer_unanswered_queue_turns_with_their_callers() -> None:
+    core = _core()
+    user = core.new_user_message("hi", "alice", 1.0)
+    seen: list[object] = []
+    turn = core.accept(user, "mock", seen.append)
+    assert core.queue == [turn] and turn.waiters == [seen.append] and turn.model == "mock"
+    # A restart: carried callers rejoin their message; one whose message is gone is returned.
+    restarted = _core(list(core.history))
+    orphans = restarted.answer_unanswered("mock", {user.id: [seen.append], "gone": [print]})
+    assert [t.user.id for t in restarted.queue] == [user.id]
+    assert restarted.queue[0].waiters == [seen.append] and orphans == [print]
+
+
+def test_regenerate_checks_the_model_and_the_queue_and_differs_from_the_old_reply() -> None:
+    core = _core(max_queued=1)
+    u1 = _user(core, "one")
+    old = _reply(core, u1, "old answer")
+    with pytest.raises(InvalidRequest, match="no model named 'gpt-9'"):
+        core.regenerate(None, "gpt-9", "mock", {"mock"}, None)
+    turn = core.regenerate(old.id, None, "mock", {"mock"}, None)
+    assert turn.user is u1 and turn.replaces is old and turn.attempt > 0
+    with pytest.raises(Overloaded, match="too many replies"):
+        core.regenerate(None, None, "mock", {"mock"}, None)
+
+
+def test_a_crash_hands_every_waiting_caller_over_by_user_message() -> None:
+    core = _core()
+    u1, u2 = _user(core, "one"), _user(core, "two")
+    gen = core.begin(Turn(u1, "mock", [print]), 1.0)
+    core.queue.append(Turn(u2, "mock", [repr]))
+    assert core.hand_over(gen) == {u1.id: [print], u2.id: [repr]} and core.queue == []
+    gen.to(S.STREAMED)
+    gen.to(S.FINISHING)  # being stored: it completes, its caller is answered by it
+    core.queue.append(Turn(u2, "mock", [repr]))
+    assert core.hand_over(gen) == {u2.id: [repr]}
+
+
+def test_the_request_carries_the_turns_before_and_the_nearest_system_prompt() -> None:
+    core = _core()
+    user = _user(core, "q")
+    gen = core.begin(Turn(user, "mock"), 1.0)
+    model = ModelConfig("mock", provider="mock", system_prompt="model's")
+    assert core.request_for(gen, model, "config's").system_prompt == "model's"
+    core.info.system_prompt = "conversation's"
+    request = core.request_for(gen, model, "config's")
+    assert request.system_prompt == "conversation's" and gen.request is request
+    plain = ModelConfig("mock", provider="mock")
+    core.info.system_prompt = ""
+    assert core.request_for(gen, plain, "config's").system_prompt == "config's"
+    assert request.messages == [ChatTurn("user", "q")]
+
+
+def test_update_refuses_an_unknown_model_and_snapshots_are_copies() -> None:
+    core = _core()
+    with pytest.raises(InvalidRequest):
+        core.update(None, "gpt-9", None, {"mock"}, 5.0)
+    core.update("renamed", "mock", "be brief", {"mock"}, 5.0)
+    snap = core.info_snapshot()
+    assert (snap.title, snap.model, snap.system_prompt, snap.updated_at) == (
+        "renamed",
+        "mock",
+        "be brief",
+        5.0,
+    )
+    snap.title = "changed outside"
+    assert core.info.title == "renamed"
+    assert core.stats_snapshot(9.0).last_active == 9.0

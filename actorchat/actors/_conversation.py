@@ -13,16 +13,20 @@ paths, each run without yielding, so nothing can interleave with them:
 - ``_user_stored`` and ``_reply_stored``, the store's completions: the store
   calls them in submission order on its completion loop, which never
   yields between them (``Store.callbacks_never_wait``);
-- ``_finish_here``: a generation that ends while the actor waits on an
-  empty mailbox (``Inbox.parked``) finishes its reply itself, which is
-  exactly what the actor would do next, minus a mailbox hop.
+- the end of ``_generate``: a generation that ends while the actor waits
+  on an empty mailbox (``Inbox.parked``) finishes its reply itself, which
+  is exactly what the actor would do next, minus a mailbox hop.
+
+One module of ~750 lines on purpose: the handlers and a reply's machinery
+(start, stream, cancel, complete, abort) share the actor's state and its
+greenlet rules above; apart, each half would need the other's private
+state, and the rules would be stated twice.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -40,6 +44,7 @@ from actorchat._events import (
     StreamComplete,
     StreamStart,
 )
+from actorchat._metrics import Metrics
 from actorchat._records import Conversation, Message, Usage
 from actorchat.actors._base import Envelope, GreenletActor
 from actorchat.actors._core import (
@@ -48,7 +53,6 @@ from actorchat.actors._core import (
     Generation,
     Outcome,
     ReplyState,
-    Turn,
 )
 from actorchat.actors._messages import (
     Callback,
@@ -72,7 +76,6 @@ from actorchat.errors import (
     ActorchatError,
     ConversationCrashed,
     ConversationError,
-    InvalidRequest,
     NotFound,
     Overloaded,
     ProviderError,
@@ -136,7 +139,7 @@ class Deps:
         store: Store,
         bus: EventBus,
         providers: dict[str, Provider],
-        metrics: Any,
+        metrics: Metrics,
     ) -> None:
         self.config = config
         self.store = store
@@ -239,15 +242,10 @@ class ConversationActor(GreenletActor):
         core = ConversationCore(info, history, deps.config.max_queued_messages)
         core.stats.restarts = self._restarts
         self.core = core
-        carried = self._carried or {}
+        orphans = core.answer_unanswered(deps.config.default_model, self._carried or {})
         self._carried = None
-        for user in core.unanswered():
-            core.queue.append(
-                Turn(user, info.model or deps.config.default_model, carried.pop(user.id, None))
-            )
-        for waiters in carried.values():
-            for w in waiters:
-                _call(w, ConversationCrashed("the conversation crashed and restarted"))
+        for w in orphans:
+            _call(w, ConversationCrashed("the conversation crashed and restarted"))
         if self._restarts:
             deps.bus.publish(ConversationState(info.id, "idle", "restarted"))
         self._maybe_start()
@@ -354,33 +352,22 @@ class ConversationActor(GreenletActor):
         core = self.core
         if core is None or self.actor_stopped.is_set():
             return  # durable: a successor answers it (its waiter was handed over)
-        core.add(user)
-        waiters = [msg.on_done] if msg.on_done is not None else None
-        core.queue.append(Turn(user, core.info.model or deps.config.default_model, waiters))
+        core.accept(user, deps.config.default_model, msg.on_done)
         self._maybe_start()
 
     def _on_regenerate(self, msg: Regenerate) -> None:
         core = self.core
         assert core is not None
+        deps = self.deps
         try:
-            user = core.find_user(msg.message_id)
-            model = msg.model or core.info.model or self.deps.config.default_model
-            if model not in self.deps.providers:
-                # As for create_conversation: a bad argument, not a missing resource.
-                raise InvalidRequest(
-                    f"no model named {model!r} (configured: {sorted(self.deps.providers)})"
-                )
-            if len(core.queue) >= core.max_queued:
-                raise Overloaded("too many replies are already waiting")
+            turn = core.regenerate(
+                msg.message_id, msg.model, deps.config.default_model, deps.providers, msg.on_done
+            )
         except ActorchatError as exc:
             _call(msg.on_ack, exc)
             _call(msg.on_done, exc)
             return
-        replaces = core.reply_to(user.turn)
-        attempt = 0 if replaces is None else 1 + zlib.crc32(replaces.content.encode())
-        waiters = [msg.on_done] if msg.on_done is not None else None
-        core.queue.append(Turn(user, model, waiters, replaces=replaces, attempt=attempt))
-        _call(msg.on_ack, user)
+        _call(msg.on_ack, turn.user)
         self._maybe_start()
 
     def _on_cancel(self, msg: Cancel) -> bool:
@@ -400,44 +387,20 @@ class ConversationActor(GreenletActor):
         return list(h if msg.limit is None else h[-msg.limit :] if msg.limit else [])
 
     def _on_stats(self, _msg: GetStats) -> ConversationStats:
-        core = self.core
-        assert core is not None
-        s = core.stats
-        s.state = "generating" if core.current is not None else "idle"
-        s.queued = len(core.queue)
-        s.last_active = self.last_active
-        return ConversationStats(**{f: getattr(s, f) for f in s.__dataclass_fields__})
+        assert self.core is not None
+        return self.core.stats_snapshot(self.last_active)
 
     def _on_info(self, _msg: GetInfo) -> Conversation:
         assert self.core is not None
-        info = self.core.info
-        return Conversation(
-            info.id,
-            info.owner,
-            info.title,
-            info.model,
-            info.system_prompt,
-            info.created_at,
-            info.updated_at,
-            info.message_count,
-        )
+        return self.core.info_snapshot()
 
     def _on_update(self, msg: UpdateSettings) -> Conversation:
         core = self.core
         assert core is not None
-        info = core.info
-        if msg.model is not None and msg.model not in self.deps.providers:
-            raise InvalidRequest(f"no model named {msg.model!r}")
-        if msg.title is not None:
-            info.title = msg.title
-        if msg.model is not None:
-            info.model = msg.model
-        if msg.system_prompt is not None:
-            info.system_prompt = msg.system_prompt
-        info.updated_at = time.time()
-        self.deps.store.update_conversation(info)
-        snapshot = self._on_info(GetInfo())
-        self.deps.bus.publish(ConversationUpdated(info.id, snapshot))
+        core.update(msg.title, msg.model, msg.system_prompt, self.deps.providers, time.time())
+        self.deps.store.update_conversation(core.info)
+        snapshot = core.info_snapshot()
+        self.deps.bus.publish(ConversationUpdated(core.info.id, snapshot))
         return snapshot
 
     def _on_kill(self, _msg: Kill) -> None:
@@ -532,34 +495,18 @@ class ConversationActor(GreenletActor):
         if core.current is not None or not core.queue:
             return False
         deps = self.deps
-        turn = core.queue.pop(0)
-        gen = core.begin(turn, time.time())
+        gen = core.begin(core.queue.pop(0), time.time())
         deps.metrics.generating += 1
-        deps.bus.publish(StreamStart(core.info.id, gen.id, gen.model, turn.user.id))
+        deps.bus.publish(StreamStart(core.info.id, gen.id, gen.model, gen.turn.user.id))
         provider = deps.providers.get(gen.model)
-        if provider is None:
+        model_cfg = deps.models.get(gen.model)
+        if provider is None or model_cfg is None:
             err = ProviderError(f"no model named {gen.model!r} is configured")
             deps.bus.publish(ErrorEvent(core.info.id, err.code, str(err), gen.id))
             self._complete(gen, "error", Usage(estimated=True))
             return True
-        model_cfg = deps.models.get(gen.model)
-        info = core.info
-        system_prompt = (
-            info.system_prompt
-            or (model_cfg.system_prompt if model_cfg and model_cfg.system_prompt else "")
-            or deps.config.system_prompt
-        )
-        assert model_cfg is not None
-        request = GenerationRequest(
-            model=model_cfg,
-            messages=core.context(turn),
-            system_prompt=system_prompt,
-            max_tokens=model_cfg.max_tokens,
-            temperature=model_cfg.temperature,
-            attempt=turn.attempt,
-            conversation_id=info.id,
-        )
-        gen.provider, gen.request = provider, request
+        request = core.request_for(gen, model_cfg, deps.config.system_prompt)
+        gen.provider = provider
         if not provider.waits():
             # A stream that never yields: nothing could interleave with it, so
             # it needs no greenlet of its own, only the actor's. Started on
@@ -757,11 +704,8 @@ class ConversationActor(GreenletActor):
         if core is not None:
             gen = core.current
             if gen is not None and not gen.will_complete:
-                waiters.setdefault(gen.turn.user.id, []).extend(gen.turn.waiters)
                 self._abort_generation(gen, Outcome.CRASH)
-            for turn in core.queue:
-                waiters.setdefault(turn.user.id, []).extend(turn.waiters)
-            core.queue.clear()
+            waiters = core.hand_over(gen)
         for user_id, send in self._pending.items():
             if send.on_done is not None:
                 waiters.setdefault(user_id, []).append(send.on_done)

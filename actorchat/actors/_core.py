@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Sized
+import zlib
+from collections.abc import Collection, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
 from actorchat._events import StreamContent
 from actorchat._records import Conversation, Message, Usage, new_id
 from actorchat.actors._messages import Callback
+from actorchat.config import ModelConfig
 from actorchat.errors import InvalidRequest, NotFound, Overloaded
 from actorchat.providers import ChatTurn, GenerationRequest, Provider, fit_context
 
@@ -310,6 +312,134 @@ class ConversationCore:
         out = [ChatTurn(m.role, m.content) for m in self.history if m.turn < t]
         out.append(ChatTurn("user", turn.user.content))
         return out
+
+    # Decisions the actor carries out ---------------------------------------------
+
+    def accept(self, user: Message, default_model: str, waiter: Callback | None) -> Turn:
+        """A user message is durable: into history, and queued for its reply."""
+        self.add(user)
+        turn = Turn(user, self.info.model or default_model, [waiter] if waiter else None)
+        self.queue.append(turn)
+        return turn
+
+    def answer_unanswered(
+        self, default_model: str, carried: dict[str, list[Callback]]
+    ) -> list[Callback]:
+        """After a (re)start: queue every user message left unanswered, in order.
+
+        ``carried`` are the callers a crashed predecessor handed over, by
+        user message id; they wait for these replies. Returns those whose
+        message is not among them (nothing will answer them here).
+        """
+        left = dict(carried)
+        for user in self.unanswered():
+            self.queue.append(Turn(user, self.info.model or default_model, left.pop(user.id, None)))
+        return [w for waiters in left.values() for w in waiters]
+
+    def regenerate(
+        self,
+        message_id: str | None,
+        model: str | None,
+        default_model: str,
+        models: Collection[str],
+        waiter: Callback | None,
+    ) -> Turn:
+        """Queue a new answer to a user message (``stream_response``); its turn.
+
+        Raises ``NotFound``/``InvalidRequest`` for what it names, ``Overloaded``
+        past the queue bound. The new answer's ``attempt`` is derived from the
+        reply it replaces, so a deterministic model answers differently.
+        """
+        user = self.find_user(message_id)
+        chosen = model or self.info.model or default_model
+        if chosen not in models:
+            # As for create_conversation: a bad argument, not a missing resource.
+            raise InvalidRequest(f"no model named {chosen!r} (configured: {sorted(models)})")
+        if len(self.queue) >= self.max_queued:
+            raise Overloaded("too many replies are already waiting")
+        replaces = self.reply_to(user.turn)
+        attempt = 0 if replaces is None else 1 + zlib.crc32(replaces.content.encode())
+        turn = Turn(user, chosen, [waiter] if waiter else None, replaces=replaces, attempt=attempt)
+        self.queue.append(turn)
+        return turn
+
+    def update(
+        self,
+        title: str | None,
+        model: str | None,
+        system_prompt: str | None,
+        models: Collection[str],
+        now: float,
+    ) -> None:
+        """Change the conversation's settings; ``InvalidRequest`` for an unknown model."""
+        info = self.info
+        if model is not None and model not in models:
+            raise InvalidRequest(f"no model named {model!r}")
+        if title is not None:
+            info.title = title
+        if model is not None:
+            info.model = model
+        if system_prompt is not None:
+            info.system_prompt = system_prompt
+        info.updated_at = now
+
+    def hand_over(self, current: Generation | None) -> dict[str, list[Callback]]:
+        """A crash: the callers waiting for replies, by user message, for the successor.
+
+        Empties the queue; ``current`` (the reply that was running, if it
+        will not complete) hands its callers over too.
+        """
+        waiters: dict[str, list[Callback]] = {}
+        if current is not None and not current.will_complete:
+            waiters.setdefault(current.turn.user.id, []).extend(current.turn.waiters)
+        for turn in self.queue:
+            waiters.setdefault(turn.user.id, []).extend(turn.waiters)
+        self.queue.clear()
+        return waiters
+
+    def request_for(
+        self, gen: Generation, model: ModelConfig, default_system_prompt: str
+    ) -> GenerationRequest:
+        """What the provider is asked for this reply: exactly the turns before it.
+
+        The system prompt is the conversation's, else the model's, else the
+        configuration's.
+        """
+        info = self.info
+        turn = gen.turn
+        request = GenerationRequest(
+            model=model,
+            messages=self.context(turn),
+            system_prompt=info.system_prompt or model.system_prompt or default_system_prompt,
+            max_tokens=model.max_tokens,
+            temperature=model.temperature,
+            attempt=turn.attempt,
+            conversation_id=info.id,
+        )
+        gen.request = request
+        return request
+
+    def stats_snapshot(self, last_active: float) -> ConversationStats:
+        """A copy of the counters as ``get_stats`` answers them."""
+        s = self.stats
+        s.state = "generating" if self.current is not None else "idle"
+        s.queued = len(self.queue)
+        s.last_active = last_active
+        return ConversationStats(**{f: getattr(s, f) for f in s.__dataclass_fields__})
+
+    def info_snapshot(self) -> Conversation:
+        """A copy of the conversation's record (the actor's own is never shared)."""
+        i = self.info
+        return Conversation(
+            i.id,
+            i.owner,
+            i.title,
+            i.model,
+            i.system_prompt,
+            i.created_at,
+            i.updated_at,
+            i.message_count,
+        )
 
     def begin(self, turn: Turn, now: float) -> Generation:
         gen = Generation(turn, turn.model, now)

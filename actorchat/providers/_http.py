@@ -1,5 +1,9 @@
 """Shared plumbing of the providers that stream Server-Sent Events over HTTP.
 
+One module of ~600 lines on purpose: retries, timeouts, the read loop and
+error mapping change together (a retry is only safe before the first delta
+reached the read loop), and splitting them would spread one policy over files.
+
 ``HttpProvider`` does everything that is not about one API's format, so
 that the OpenAI and Anthropic providers (and a third party's) only build a
 request body and parse events:

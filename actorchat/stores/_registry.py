@@ -6,20 +6,18 @@ its store through it, and the server asks it whether a store keeps its data
 on disk (where dev auth keeps its key) and how to name it in the banner.
 Built-in stores register here exactly as a third-party one would.
 
-The factories take the configuration; this module needs its type only for
-checking, so that the configuration can read the kinds without a circle.
+An unknown kind is a ``ConfigurationError`` naming the setting and the
+kinds there are, raised when the store is made (at start-up).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from actorchat.config import Config
+from actorchat.errors import ConfigurationError
 from actorchat.stores._base import Store
-
-if TYPE_CHECKING:
-    from actorchat.config import Config
 
 __all__ = ["StoreKind", "create_store", "register_store", "store_kind", "store_kinds"]
 
@@ -53,10 +51,15 @@ def store_kinds() -> list[str]:
 
 
 def store_kind(name: str) -> StoreKind:
-    """The kind called ``name`` (``KeyError`` if none: the configuration checks first)."""
-    return _KINDS[name]
+    """The kind called ``name``; ``ConfigurationError`` if there is none."""
+    try:
+        return _KINDS[name]
+    except KeyError:
+        kinds = ", ".join(map(repr, store_kinds()))
+        msg = f"invalid configuration: store: must be one of {kinds} (got {name!r})"
+        raise ConfigurationError(msg) from None
 
 
 def create_store(config: Config) -> Store:
     """A new, unopened store of the configured kind."""
-    return _KINDS[config.store].factory(config)
+    return store_kind(config.store).factory(config)
