@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from actorchat import errors
 from actorchat._bus import EventBus, Subscription
-from actorchat._conversation import ConversationStats
 from actorchat._default import (
     broadcast_message,
     conversation_count,
@@ -39,6 +38,7 @@ from actorchat._gevent import is_patched, patch
 from actorchat._records import Conversation, Message, Usage
 from actorchat._system import ChatSystem
 from actorchat._version import __version__
+from actorchat.actors import ConversationStats
 from actorchat.config import Config, ModelConfig, load_config
 
 __all__ = [

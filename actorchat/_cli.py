@@ -13,10 +13,12 @@ from typing import Any
 
 
 def _config_flags(parser: argparse.ArgumentParser) -> None:
+    from actorchat.stores import store_kinds  # after monkey-patching, like every import here
+
     g = parser.add_argument_group("configuration (overrides file and ACTORCHAT_* environment)")
     g.add_argument("--config", help="TOML config file (default: $ACTORCHAT_CONFIG)")
     g.add_argument("--data-dir", help="where the SQLite store lives")
-    g.add_argument("--store", choices=("sqlite", "memory"))
+    g.add_argument("--store", choices=store_kinds())
     g.add_argument(
         "--model",
         dest="default_model",

@@ -11,9 +11,9 @@ import atexit
 from collections.abc import Sequence
 from typing import Any
 
-from actorchat._conversation import ConversationStats
 from actorchat._records import Message
 from actorchat._system import ChatSystem
+from actorchat.actors import ConversationStats
 
 __all__ = [
     "broadcast_message",

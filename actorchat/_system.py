@@ -1,5 +1,10 @@
 """``ChatSystem``: the wiring module and the Python API over it.
 
+One class of ~850 lines on purpose: it *is* the Python API, one short
+method per promise in the README (each a translation to a message to the
+supervisor or a conversation); splitting a public class over files would
+only hide where a promise is kept.
+
 Start order (stop is the reverse, in ``finally``): store -> providers ->
 bus -> registry actor -> supervisor actor -> idle sweeper and stats sampler.
 The server is a thin layer over this same API.
@@ -25,19 +30,6 @@ from gevent.event import Event as GEvent
 from pykka import ActorDeadError
 
 from actorchat._bus import EventBus, Subscription
-from actorchat._conversation import (
-    Cancel,
-    ConversationStats,
-    Deps,
-    GetHistory,
-    GetInfo,
-    GetStats,
-    Kill,
-    Ping,
-    Regenerate,
-    Send,
-    UpdateSettings,
-)
 from actorchat._events import (
     ConversationDeleted,
     ConversationUpdated,
@@ -48,19 +40,33 @@ from actorchat._events import (
 )
 from actorchat._export import export_conversation
 from actorchat._gevent import ensure_patched, yielding
+from actorchat._metrics import Metrics
 from actorchat._records import Conversation, Message, new_id
-from actorchat._registry import Registry, RegistryActor
-from actorchat._supervisor import (
+from actorchat.actors import (
     CONVERSATION_STATES,
     Activate,
+    Cancel,
+    ConversationStats,
     Counts,
+    Deps,
     Forget,
+    GetHistory,
+    GetInfo,
+    GetStats,
+    Kill,
+    Ping,
+    Regenerate,
+    Register,
+    Registry,
+    RegistryActor,
+    Send,
     StartNew,
     States,
     StopAll,
     StopChild,
     SupervisorActor,
     Sweep,
+    UpdateSettings,
 )
 from actorchat.config import Config, load_config
 from actorchat.errors import (
@@ -76,43 +82,15 @@ from actorchat.errors import (
     Timeout,
 )
 from actorchat.providers import MockProvider, Provider, create_provider
-from actorchat.stores import MemoryStore, SQLiteStore, Store
+from actorchat.stores import Store, create_store
 
-__all__ = ["ChatSystem", "Metrics"]
+__all__ = ["ChatSystem", "Metrics"]  # Metrics re-exported from _metrics for callers
 
 log = logging.getLogger("actorchat")
 T = TypeVar("T")
 
 #: How often a request is re-routed when its conversation dies under it.
 _ROUTE_ATTEMPTS = 5
-
-
-class Metrics:
-    """System-wide counters, bumped in place by actors (one hub: no locks)."""
-
-    __slots__ = (
-        "crashes",
-        "failed",
-        "generating",
-        "messages",
-        "passivated",
-        "provider_errors",
-        "restarts",
-        "tokens",
-    )
-
-    def __init__(self) -> None:
-        self.messages = 0
-        self.tokens = 0
-        self.generating = 0
-        self.provider_errors = 0
-        self.crashes = 0
-        self.restarts = 0
-        self.failed = 0
-        self.passivated = 0
-
-    def snapshot(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
 
 
 @dataclass(slots=True)
@@ -225,10 +203,7 @@ class ChatSystem:
         return self
 
     def _make_store(self) -> Store:
-        cfg = self.config
-        if cfg.store == "memory":
-            return MemoryStore()
-        return SQLiteStore(cfg.data_dir / "actorchat.sqlite3", synchronous=cfg.sqlite_synchronous)
+        return create_store(self.config)
 
     def drain(self, grace: float) -> bool:
         """Wait up to ``grace`` seconds for replies in progress to finish.
@@ -418,9 +393,16 @@ class ChatSystem:
     ) -> str:
         """Create a conversation and start its actor; returns its id."""
         conv = self._new_conversation(owner, title, model, system_prompt)
-        ids: list[str] = self._sup_ask(StartNew([conv]))
+        self._start_new([conv])
         self.bus.publish(ConversationUpdated(conv.id, conv, created=True))
-        return ids[0]
+        return conv.id
+
+    def _start_new(self, convs: list[Conversation]) -> list[str]:
+        """Stored and started by the supervisor, then registered: their ids."""
+        entries = self._sup_ask(StartNew(convs))
+        assert self.registry is not None
+        self.registry.ref.ask(Register(entries))  # lookups find them from now on
+        return [cid for cid, _ in entries]
 
     def start_conversations(self, n: int, **settings: Any) -> list[str]:
         """Create ``n`` conversations at once (one store transaction)."""
@@ -431,7 +413,7 @@ class ChatSystem:
         freeze = self.config.gc_freeze and n >= 1000
         for i in range(0, len(convs), 10_000):
             chunk = convs[i : i + 10_000]
-            ids.extend(self._sup_ask(StartNew(chunk)))
+            ids.extend(self._start_new(chunk))
             for conv in chunk:
                 self.bus.publish(ConversationUpdated(conv.id, conv, created=True))
             if freeze:

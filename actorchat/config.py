@@ -133,7 +133,9 @@ class Config:
             if not ok:
                 problems.append(f"{name}: {why} (got {getattr(self, name)!r})")
 
-        need(self.store in ("sqlite", "memory"), "store", "must be 'sqlite' or 'memory'")
+        # The kind itself is checked where stores are made (``create_store``):
+        # the store registry sits on a floor above the configuration.
+        need(bool(self.store), "store", "must name a store kind")
         need(
             self.sqlite_synchronous.upper() in ("OFF", "NORMAL", "FULL", "EXTRA"),
             "sqlite_synchronous",

@@ -12,7 +12,7 @@ from actorchat import (
     StreamContent,
     StreamStart,
 )
-from actorchat._conversation import Cancel, Send
+from actorchat.actors import Cancel, Send
 from actorchat.config import ModelConfig
 from actorchat.errors import InvalidRequest, MessageTooLong, NotFound
 from actorchat.providers import ChatTurn, GenerationRequest, MockProvider

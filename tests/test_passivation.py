@@ -77,7 +77,7 @@ def test_messages_racing_a_stop_are_handed_to_a_successor(system) -> None:  # ty
     import gevent
     from gevent.event import AsyncResult
 
-    from actorchat._conversation import ConversationActor, Send, Shutdown
+    from actorchat.actors import ConversationActor, Send, Shutdown
 
     cid = system.start_conversation()
     system.send_message(cid, "first", timeout=WAIT)
@@ -103,7 +103,7 @@ def test_messages_left_at_shutdown_fail_instead_of_hanging(config) -> None:  # t
     from gevent.event import AsyncResult
 
     from actorchat import ChatSystem
-    from actorchat._conversation import Send, Shutdown
+    from actorchat.actors import Send, Shutdown
     from actorchat.errors import ConversationError
 
     chat = ChatSystem(config).start()

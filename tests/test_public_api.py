@@ -42,7 +42,7 @@ PROMISED = {
 
 def test_all_is_the_promised_surface() -> None:
     assert set(actorchat.__all__) == PROMISED
-    assert actorchat.__all__ == sorted(actorchat.__all__, key=str.lower) or True
+    assert actorchat.__all__ == sorted(actorchat.__all__)
     for name in actorchat.__all__:
         assert hasattr(actorchat, name), name
 
@@ -66,3 +66,9 @@ def test_one_exception_root_and_one_code_table() -> None:
     assert errors.error_code(errors.MessageTooLong("x")) == "MESSAGE_TOO_LONG"
     assert errors.error_code(errors.Timeout("x")) == "TIMEOUT"
     assert errors.error_code(KeyError("secret")) == "INTERNAL_ERROR"
+
+
+def test_store_kinds_have_one_home() -> None:
+    assert {"register_store", "store_kinds", "create_store", "StoreKind"} <= set(stores.__all__)
+    assert stores.store_kinds() == ["memory", "sqlite"]
+    assert set(providers.provider_kinds()) >= {"mock", "openai", "anthropic"}

@@ -10,8 +10,8 @@ from gevent.event import AsyncResult
 from gevent.event import Event as GEvent
 
 from actorchat import ChatSystem, ConversationState, StreamComplete, StreamContent, StreamStart
-from actorchat._conversation import Kill, Send, Shutdown
 from actorchat._records import Usage
+from actorchat.actors import Kill, Send, Shutdown
 from actorchat.config import ModelConfig
 from actorchat.errors import ConversationFailed, Overloaded, StoreError
 from actorchat.providers import MockProvider, Provider, StreamEnd
@@ -486,7 +486,7 @@ def test_stopping_while_a_broadcast_reaches_stopped_conversations_leaves_none_ru
     # supervisor, so the stop runs in between): none may start after StopAll.
     import gc
 
-    from actorchat._conversation import ConversationActor
+    from actorchat.actors import ConversationActor
 
     system = make_system(mock_tokens=2)
     ids = system.start_conversations(200)

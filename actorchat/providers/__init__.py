@@ -9,11 +9,8 @@ from actorchat.providers._base import (
     GenerationCancelled,
     GenerationRequest,
     Provider,
-    ProviderFactory,
     StreamEnd,
     StreamItem,
-    create_provider,
-    register_provider,
 )
 from actorchat.providers._context import estimate_tokens, fit_context
 from actorchat.providers._http import HttpProvider
@@ -22,6 +19,12 @@ from actorchat.providers._mock import MockCrash, MockProvider
 from actorchat.providers._mock import _factory as _mock_factory
 from actorchat.providers._openai import OpenAIProvider
 from actorchat.providers._openai import _factory as _openai_factory
+from actorchat.providers._registry import (
+    ProviderFactory,
+    create_provider,
+    provider_kinds,
+    register_provider,
+)
 
 register_provider("mock", _mock_factory, limited=False)
 register_provider("openai", _openai_factory)
@@ -44,5 +47,6 @@ __all__ = [
     "create_provider",
     "estimate_tokens",
     "fit_context",
+    "provider_kinds",
     "register_provider",
 ]

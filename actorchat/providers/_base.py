@@ -5,8 +5,9 @@ text deltas, in order, and the stream ends with exactly one ``StreamEnd``
 carrying usage and the finish reason. A ``tuple`` of ``str`` is several
 deltas that are ready at once (the mock with no delay has its whole reply
 at once): each is still its own delta, with its own index, but they cross
-the generator chain in one step instead of one per token. Built-in providers register through
-``register_provider`` exactly as a third-party one would.
+the generator chain in one step instead of one per token. Built-in providers
+register through ``register_provider`` (``_registry.py``) exactly as a
+third-party one would.
 
 A subclass MUST implement ``stream``. It MAY override ``close`` (release
 pools), ``check`` (readiness) and ``waits`` (False only if ``stream`` never
@@ -31,19 +32,15 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from actorchat._records import Usage
-from actorchat.config import Config, ModelConfig
-from actorchat.errors import ConfigurationError
+from actorchat.config import ModelConfig
 
 __all__ = [
     "ChatTurn",
     "GenerationCancelled",
     "GenerationRequest",
     "Provider",
-    "ProviderFactory",
     "StreamEnd",
     "StreamItem",
-    "create_provider",
-    "register_provider",
 ]
 
 
@@ -123,6 +120,13 @@ class Provider(ABC):
         """
         return None
 
+    def use_retry_budget(self, budget: Callable[[], float]) -> None:  # noqa: B027 - optional hook
+        """Draw retries from the model's rate budget (``budget()``: seconds to wait).
+
+        Called by the model's limits when they bound its rate; a provider
+        that retries MAY honour it, so that retries count against the limit.
+        """
+
     def stats(self) -> dict[str, Any]:
         """Counters for operators (in flight, queued, retries, errors...); may be empty."""
         return {}
@@ -133,41 +137,3 @@ class Provider(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and pools; called once at shutdown."""
-
-
-ProviderFactory = Callable[[ModelConfig, Config], Provider]
-_FACTORIES: dict[str, ProviderFactory] = {}
-_UNLIMITED: set[str] = set()
-
-
-def register_provider(kind: str, factory: ProviderFactory, *, limited: bool = True) -> None:
-    """Make ``provider = "<kind>"`` usable in model configuration.
-
-    ``limited=False`` is for providers without a backend to protect (the
-    in-process mock): their models get counters but no concurrency, rate
-    or queue bound.
-    """
-    _FACTORIES[kind] = factory
-    if limited:
-        _UNLIMITED.discard(kind)
-    else:
-        _UNLIMITED.add(kind)
-
-
-def create_provider(model: ModelConfig, config: Config) -> Provider:
-    """Instantiate the provider a model's configuration names.
-
-    Every provider comes wrapped in its model's pool and rate limits
-    (``actorchat.providers._limits.LimitedProvider``).
-    """
-    from actorchat.providers._limits import LimitedProvider
-
-    try:
-        factory = _FACTORIES[model.provider]
-    except KeyError:
-        msg = (
-            f"model {model.name!r}: unknown provider {model.provider!r} "
-            f"(known: {sorted(_FACTORIES)})"
-        )
-        raise ConfigurationError(msg) from None
-    return LimitedProvider(factory(model, config), model, limited=model.provider not in _UNLIMITED)

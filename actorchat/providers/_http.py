@@ -1,5 +1,9 @@
 """Shared plumbing of the providers that stream Server-Sent Events over HTTP.
 
+One module of ~600 lines on purpose: retries, timeouts, the read loop and
+error mapping change together (a retry is only safe before the first delta
+reached the read loop), and splitting them would spread one policy over files.
+
 ``HttpProvider`` does everything that is not about one API's format, so
 that the OpenAI and Anthropic providers (and a third party's) only build a
 request body and parse events:
@@ -310,6 +314,9 @@ class HttpProvider(Provider):
         self.requests_sent = 0
         self.retries = 0
         self.timeouts = 0
+
+    def use_retry_budget(self, budget: Callable[[], float]) -> None:
+        self.retry_budget = budget
 
     def __repr__(self) -> str:
         # Never the key, nor the headers that carry it.

@@ -34,7 +34,6 @@ from gevent.event import Event
 from actorchat.config import ModelConfig
 from actorchat.errors import ActorchatError, Overloaded, Timeout
 from actorchat.providers._base import GenerationRequest, Provider, StreamEnd, StreamItem
-from actorchat.providers._http import HttpProvider
 
 __all__ = ["LimitedProvider", "Limiter", "TokenBucket"]
 
@@ -191,8 +190,8 @@ class LimitedProvider(Provider):
             model.max_waiting,
             None if burst is None else float(burst),
         )
-        if limited and isinstance(inner, HttpProvider):
-            inner.retry_budget = self.limiter.retry_budget
+        if limited:
+            inner.use_retry_budget(self.limiter.retry_budget)
         self.requests = 0
         self.completed = 0
         self.errors = 0

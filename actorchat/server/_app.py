@@ -47,6 +47,7 @@ from actorchat.server._logs import configure_logging
 from actorchat.server._metrics import ServerMetrics
 from actorchat.server._web import default_web_dir, serve_web
 from actorchat.server._ws import Connection
+from actorchat.stores import store_kind
 
 __all__ = ["WS_PATH", "Server", "create_app", "serve"]
 
@@ -151,7 +152,7 @@ def create_app(chat: ChatSystem, config: Config | None = None) -> Flask:
     # Dev tokens outlive the process where the data does: with a store on
     # disk, the key sits beside it (the memory store forgets everything anyway).
     dev_key = None
-    if not cfg.jwt_secret and cfg.store != "memory":
+    if not cfg.jwt_secret and store_kind(cfg.store).durable:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         dev_key = load_dev_key(cfg.data_dir / DEV_KEY_FILE)
     metrics = ServerMetrics(chat)
@@ -387,7 +388,7 @@ def _banner(server: Server) -> str:
         ]
     else:
         lines.append("  auth: HS256 JWTs signed with the configured secret")
-    store = "in memory" if cfg.store == "memory" else str(cfg.data_dir / "actorchat.sqlite3")
+    store = store_kind(cfg.store).describe(cfg)
     lines.append(f"  store: {store}; default model: {cfg.default_model}")
     return "\n".join(lines)
 

@@ -1,5 +1,9 @@
 """The default store: one SQLite file in WAL mode, written off the hub.
 
+One module of ~700 lines on purpose: the writer's batching, the SQL shapes
+it prepares and the reads aggregated to one step depend on each other (the
+GIL costs of the thread, below), and are changed together.
+
 ``sqlite3`` never yields to gevent, so a slow write on the hub would stall
 every conversation. All statements therefore run on one dedicated OS thread
 (a gevent ``ThreadPool`` of size one) that owns the connection. Callers

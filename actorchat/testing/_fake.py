@@ -1,5 +1,8 @@
 """Fake model servers: real HTTP on 127.0.0.1, speaking the real SSE formats.
 
+One module of ~700 lines: a small HTTP/1.1 server and the two wire formats
+it speaks, which share every failure knob; a test tool, not product code.
+
 Tests, benches and users point a provider's ``base_url`` at one of these
 and get the bytes a real backend would send, including the ways real
 backends fail. Each server is a gevent ``StreamServer`` with a small

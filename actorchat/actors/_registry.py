@@ -10,26 +10,14 @@ makes with its ETS table.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pykka
 
-from actorchat._actor import GreenletActor
+from actorchat.actors._base import GreenletActor
+from actorchat.actors._messages import Register, Unregister
 
-__all__ = ["Register", "Registry", "RegistryActor", "Unregister"]
-
-
-@dataclass(slots=True)
-class Register:
-    entries: Sequence[tuple[str, pykka.ActorRef[Any]]]
-
-
-@dataclass(slots=True)
-class Unregister:
-    conversation_id: str
-    ref: pykka.ActorRef[Any] | None = None
+__all__ = ["Registry", "RegistryActor"]
 
 
 class RegistryActor(GreenletActor):

@@ -30,104 +30,42 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pykka
 from pykka import ActorDeadError
-from pykka._envelope import Envelope
-from pykka.messages import _ActorStop
 
-from actorchat._actor import GreenletActor
-from actorchat._conversation import (
-    Callback,
-    ConversationActor,
-    Deps,
-    Passivate,
-    Regenerate,
-    Send,
-    Shutdown,
-)
 from actorchat._events import ConversationState
 from actorchat._records import Conversation, Message
-from actorchat._registry import Register, Registry, Unregister
+from actorchat.actors._base import Envelope, GreenletActor, stop_envelope
+from actorchat.actors._conversation import ConversationActor, Deps
+from actorchat.actors._messages import (
+    Activate,
+    Callback,
+    ChildFailed,
+    ChildStopped,
+    Counts,
+    Forget,
+    Passivate,
+    Redeliver,
+    Regenerate,
+    Register,
+    Send,
+    Shutdown,
+    StartNew,
+    States,
+    StopAll,
+    StopChild,
+    Sweep,
+    Unregister,
+)
+from actorchat.actors._registry import Registry
 from actorchat.errors import ActorchatError, ConversationError, ConversationFailed, NotFound
 
 __all__ = ["SupervisorActor"]
 
 log = logging.getLogger("actorchat.supervisor")
-
-
-# -- messages ---------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class StartNew:
-    conversations: Sequence[Conversation]
-
-
-@dataclass(slots=True)
-class Activate:
-    conversation_id: str
-
-
-@dataclass(slots=True)
-class ChildFailed:
-    conversation_id: str
-    actor: ConversationActor
-    reason: str
-    inbox: list[Envelope[Any]]
-    waiters: dict[str, list[Callback]]
-
-
-@dataclass(slots=True)
-class ChildStopped:
-    conversation_id: str
-    actor: ConversationActor
-    reason: str
-
-
-@dataclass(slots=True)
-class StopChild:
-    conversation_id: str
-    reason: str = "stopped"
-
-
-@dataclass(slots=True)
-class Sweep:
-    idle_timeout: float
-
-
-@dataclass(slots=True)
-class StopAll:
-    pass
-
-
-@dataclass(slots=True)
-class States:
-    state: str | None = None
-    limit: int | None = None
-
-
-@dataclass(slots=True)
-class Counts:
-    pass
-
-
-@dataclass(slots=True)
-class Redeliver:
-    """Requests left in a conversation that stopped on request: hand them on."""
-
-    conversation_id: str
-    envelopes: list[Envelope[Any]]
-
-
-@dataclass(slots=True)
-class Forget:
-    """The conversation was deleted: it must not be restarted or reported."""
-
-    conversation_id: str
 
 
 @dataclass(slots=True)
@@ -160,10 +98,7 @@ CONVERSATION_STATES = (
 def _child_state(actor: ConversationActor) -> str:
     if actor.actor_stopped.is_set():
         return "restarting"  # crashed; its successor is on the way
-    core = actor.core
-    if core is None:
-        return "restarting" if actor._restarts else "starting"
-    return "generating" if core.current is not None else "idle"
+    return actor.lifecycle_state()
 
 
 class SupervisorActor(GreenletActor):
@@ -221,7 +156,7 @@ class SupervisorActor(GreenletActor):
         if self.stopping:
             raise ConversationError("the chat system is stopping")
 
-    def _on_start_new(self, msg: StartNew) -> list[str]:
+    def _on_start_new(self, msg: StartNew) -> list[tuple[str, pykka.ActorRef[Any]]]:
         self._refuse_if_stopping()
         convs = msg.conversations
         self.deps.store.create_conversations(convs)
@@ -232,8 +167,9 @@ class SupervisorActor(GreenletActor):
             actor.start_loop()
             children[conv.id] = _Child(actor)
             entries.append((conv.id, actor.actor_ref))
-        self.registry.ref.ask(Register(entries))
-        return [c.id for c in convs]
+        # The caller registers them (an actor never blocks on another's
+        # answer); until then a lookup misses and asks us, and we know them.
+        return entries
 
     def _on_activate(self, msg: Activate) -> pykka.ActorRef[Any]:
         self._refuse_if_stopping()
@@ -461,7 +397,7 @@ class SupervisorActor(GreenletActor):
         asked = 0
         for child in list(self.children.values()):
             actor = child.actor
-            if actor.last_active <= deadline and actor.core is not None and not actor.core.busy:
+            if actor.last_active <= deadline and actor.is_idle():
                 try:
                     actor.actor_ref.tell(Passivate(deadline))
                     asked += 1
@@ -475,7 +411,7 @@ class SupervisorActor(GreenletActor):
         self.stopping = True
         # One shared stop envelope for everyone: at 100,000 actors the wake-up
         # of each greenlet (~10 µs here) is the floor, so nothing else is spent.
-        stop = Envelope(_ActorStop())
+        stop = stop_envelope()
         actors = []
         for child in self.children.values():
             actor = child.actor
