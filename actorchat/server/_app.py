@@ -38,7 +38,9 @@ from actorchat._version import __version__
 from actorchat.config import Config, load_config
 from actorchat.errors import ActorchatError, ConfigurationError, error_code
 from actorchat.server._auth import DEV_KEY_FILE, Authenticator, load_dev_key
+from actorchat.server._connection import Connection
 from actorchat.server._context import ServerContext
+from actorchat.server._handlers import HANDLERS
 from actorchat.server._heartbeat import Heartbeat
 from actorchat.server._http import error_response, exception_response, make_api, timed
 from actorchat.server._hub import Hub
@@ -46,7 +48,6 @@ from actorchat.server._limits import RateLimiter
 from actorchat.server._logs import configure_logging
 from actorchat.server._metrics import ServerMetrics
 from actorchat.server._web import default_web_dir, serve_web
-from actorchat.server._ws import Connection
 
 __all__ = ["WS_PATH", "Server", "create_app", "serve"]
 
@@ -201,7 +202,7 @@ def create_app(chat: ChatSystem, config: Config | None = None) -> Flask:
     @sock.route(WS_PATH)  # type: ignore[untyped-decorator]
     def chat_ws(ws: Any) -> None:
         peer = request.environ.get("REMOTE_ADDR", "")
-        Connection(ctx, ws, peer).run()
+        Connection(ctx, ws, HANDLERS, peer).run()
 
     app.register_blueprint(make_api(ctx))
     web_dir = Path(cfg.web_dir) if cfg.web_dir else default_web_dir()

@@ -22,6 +22,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from actorchat._events import ErrorEvent, MessageReceived, StreamComplete
 from actorchat._export import FORMATS
 from actorchat._records import Conversation
+from actorchat._validate import MAX_TITLE
 from actorchat.errors import (
     ActorchatError,
     AuthRequired,
@@ -37,7 +38,6 @@ from actorchat.server._auth import Identity
 from actorchat.server._context import ServerContext
 from actorchat.server._metrics import CONTENT_TYPE
 from actorchat.server._protocol import encode, load
-from actorchat.server._ws import MAX_TITLE
 
 __all__ = [
     "HTTP_STATUS",
