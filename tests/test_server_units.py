@@ -22,6 +22,7 @@ from flask import Flask
 from gevent.event import Event as GEvent
 
 from actorchat import ChatSystem
+from actorchat._events import StreamContent
 from actorchat._validate import MAX_TITLE, check_content, check_content_length, check_title
 from actorchat.errors import (
     HTTP_STATUS,
@@ -46,7 +47,7 @@ from actorchat.server._protocol import Request
 from actorchat.server._routes_conversations import create_conversation
 from actorchat.server._routes_health import readyz
 from actorchat.server._routes_messages import list_messages
-from actorchat.server._transport import text_frame
+from actorchat.server._transport import frame_bytes, text_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -269,3 +270,10 @@ def test_text_frame_header_lengths(size: int) -> None:
     data = text_frame("a" * size)
     header = {125: 2, 126: 4, 65535: 4, 65536: 10, 0: 2}[size]
     assert len(data) == header + size and data[0] == 0x81
+
+
+def test_a_delta_frame_is_the_events_own_frame() -> None:
+    event = StreamContent("c1", "m1", 'say "hi"\n\u00e9', 3)
+    data = frame_bytes(event)
+    assert data[:2] == b"\x81\x7e" and int.from_bytes(data[2:4], "big") == len(data) - 4
+    assert json.loads(data[4:]) == event.frame()

@@ -183,22 +183,20 @@ _dumps = json.JSONEncoder(ensure_ascii=False).encode
 
 def frame_bytes(entry: Entry) -> bytes:
     """The text frame of an outbox entry (not a ``Close``, a ping or a frame's rest)."""
-    return text_frame(_text(entry))
-
-
-def _text(entry: Entry) -> str:
     if type(entry) is StreamContent and entry.first_index is None:
         # The one frame sent per token per client: formatted directly
         # (the same object ``frame()`` gives, a third of the cost).
-        return _STREAM_CONTENT % (
+        text = _STREAM_CONTENT % (
             _dumps(entry.message_id),
             _dumps(entry.conversation_id),
             _dumps(entry.content),
             entry.index,
         )
-    if type(entry) is str:
-        return entry
-    if type(entry) is Relabeled:
-        return encode({"type": entry.type, "data": entry.event.to_dict()})
-    assert isinstance(entry, Event), entry
-    return encode(entry.frame())
+    elif type(entry) is str:
+        text = entry
+    elif type(entry) is Relabeled:
+        text = encode({"type": entry.type, "data": entry.event.to_dict()})
+    else:
+        assert isinstance(entry, Event), entry
+        text = encode(entry.frame())
+    return text_frame(text)
