@@ -42,6 +42,7 @@ from actorchat._export import export_conversation
 from actorchat._gevent import ensure_patched, yielding
 from actorchat._metrics import Metrics
 from actorchat._records import Conversation, Message, new_id
+from actorchat._validate import check_content, check_title
 from actorchat.actors import (
     CONVERSATION_STATES,
     Activate,
@@ -75,7 +76,6 @@ from actorchat.errors import (
     ConversationCrashed,
     Forbidden,
     InvalidRequest,
-    MessageTooLong,
     NotFound,
     ProviderError,
     StoreError,
@@ -349,15 +349,7 @@ class ChatSystem:
             raise NotFound(f"no conversation {cid!r}")
 
     def _check_content(self, text: Any) -> str:
-        if not isinstance(text, str):
-            raise InvalidRequest("content must be a string")
-        if not text.strip():
-            raise InvalidRequest("content must not be empty")
-        if len(text) > self.config.max_content_chars:
-            raise MessageTooLong(
-                f"content is {len(text)} characters; the limit is {self.config.max_content_chars}"
-            )
-        return text
+        return check_content(text, self.config.max_content_chars)
 
     @staticmethod
     def _wait(result: AsyncResult[Any], timeout: float | None, what: str) -> Any:
@@ -378,6 +370,7 @@ class ChatSystem:
         model: str | None = None,
         system_prompt: str = "",
     ) -> Conversation:
+        check_title(title)
         model = model or self.config.default_model
         if model not in self.providers:
             raise InvalidRequest(f"no model named {model!r} (configured: {sorted(self.providers)})")
@@ -458,8 +451,7 @@ class ChatSystem:
         return self.store.count_conversations(owner)
 
     def rename_conversation(self, cid: str, title: str) -> Conversation:
-        if not isinstance(title, str):
-            raise InvalidRequest("title must be a string")
+        check_title(title)
         result: Conversation = self._ask(str(cid), UpdateSettings(title=title))
         return result
 
@@ -471,6 +463,8 @@ class ChatSystem:
         model: str | None = None,
         system_prompt: str | None = None,
     ) -> Conversation:
+        if title is not None:
+            check_title(title)
         result: Conversation = self._ask(str(cid), UpdateSettings(title, model, system_prompt))
         return result
 

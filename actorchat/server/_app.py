@@ -36,17 +36,19 @@ from actorchat._gevent import ensure_patched
 from actorchat._system import ChatSystem
 from actorchat._version import __version__
 from actorchat.config import Config, load_config
-from actorchat.errors import ActorchatError, ConfigurationError, error_code
+from actorchat.errors import ActorchatError, ConfigurationError, code_for_status, error_code
+from actorchat.server._api import make_api
 from actorchat.server._auth import DEV_KEY_FILE, Authenticator, load_dev_key
+from actorchat.server._connection import Connection
 from actorchat.server._context import ServerContext
+from actorchat.server._handlers import HANDLERS
 from actorchat.server._heartbeat import Heartbeat
-from actorchat.server._http import error_response, exception_response, make_api, timed
+from actorchat.server._http import error_response, exception_response, timed
 from actorchat.server._hub import Hub
 from actorchat.server._limits import RateLimiter
 from actorchat.server._logs import configure_logging
 from actorchat.server._metrics import ServerMetrics
 from actorchat.server._web import default_web_dir, serve_web
-from actorchat.server._ws import Connection
 from actorchat.stores import store_kind
 
 __all__ = ["WS_PATH", "Server", "create_app", "serve"]
@@ -202,7 +204,7 @@ def create_app(chat: ChatSystem, config: Config | None = None) -> Flask:
     @sock.route(WS_PATH)  # type: ignore[untyped-decorator]
     def chat_ws(ws: Any) -> None:
         peer = request.environ.get("REMOTE_ADDR", "")
-        Connection(ctx, ws, peer).run()
+        Connection(ctx, ws, HANDLERS, peer).run()
 
     app.register_blueprint(make_api(ctx))
     web_dir = Path(cfg.web_dir) if cfg.web_dir else default_web_dir()
@@ -217,15 +219,7 @@ def create_app(chat: ChatSystem, config: Config | None = None) -> Flask:
     @app.errorhandler(HTTPException)
     def on_http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
-        code = {
-            400: "INVALID_MESSAGE",
-            401: "AUTH_REQUIRED",
-            403: "FORBIDDEN",
-            404: "NOT_FOUND",
-            405: "INVALID_MESSAGE",
-            413: "MESSAGE_TOO_LONG",
-            429: "RATE_LIMITED",
-        }.get(status, "INTERNAL_ERROR")
+        code = code_for_status(status)
         description = exc.description or exc.name
         if status == 413:
             description = f"the request body is larger than {cfg.max_frame_bytes} bytes"

@@ -245,10 +245,8 @@ class Hub:
     # -- metrics ------------------------------------------------------------------------
 
     def _count_chunk(self, event: StreamContent) -> None:
-        hot = self.metrics.hot
+        self.metrics.hot.stream_events["stream_content"] += 1
         first = event.index if event.first_index is None else event.first_index
-        hot.chunks += event.index - first + 1
-        hot.stream_events["stream_content"] += 1
         if first == 0:
             info = self._streams.pop(event.message_id, None)
             if info is not None:
@@ -256,9 +254,7 @@ class Hub:
 
     def _count(self, event: Event) -> None:
         m = self.metrics
-        if isinstance(event, MessageReceived):
-            m.messages.inc()
-        elif isinstance(event, StreamStart):
+        if isinstance(event, StreamStart):
             self._streams[event.message_id] = (event.model, time.monotonic())
             m.hot.stream_events["stream_start"] += 1
         elif isinstance(event, StreamComplete):

@@ -2,10 +2,12 @@
 
 Each server owns its own ``CollectorRegistry`` so that several servers in
 one process (the tests) never share or double-register series. Counters
-that the actors already keep (restarts, crashes, live conversations) are
-read at scrape time by a custom collector instead of being mirrored, so
-there is one source of truth; the rest is counted here from the bus events
-the server fans out anyway.
+that the actor system already keeps (``ChatSystem.metrics``: messages,
+tokens, restarts, crashes; live conversations, replies in progress) are
+read at scrape time by a custom collector instead of being counted again
+here, so there is one source of truth; the rest (frames, connections,
+latencies, what only the server sees) is counted here, much of it from the
+bus events the server fans out anyway.
 """
 
 from __future__ import annotations
@@ -34,12 +36,22 @@ class HotCounters:
     is a greenlet lock: too dear on a path taken once per delta per client.
     """
 
-    __slots__ = ("chunks", "frames_out", "stream_events")
+    __slots__ = ("frames_out", "stream_events")
 
     def __init__(self) -> None:
-        self.chunks = 0
         self.frames_out = 0
         self.stream_events = {"stream_start": 0, "stream_content": 0, "stream_complete": 0}
+
+
+#: The series read from ``ChatSystem.metrics``: (name, its attribute, help).
+_SYSTEM_COUNTERS = (
+    ("actorchat_messages", "messages", "User messages stored"),
+    ("actorchat_tokens", "tokens", "Reply chunks generated"),
+    ("actorchat_restarts", "restarts", "Conversation restarts by the supervisor"),
+    ("actorchat_crashes", "crashes", "Conversation crashes"),
+    ("actorchat_provider_errors", "provider_errors", "Replies failed by the backend"),
+    ("actorchat_passivations", "passivated", "Idle conversations stopped"),
+)
 
 
 class _SystemCollector(Collector):
@@ -52,13 +64,9 @@ class _SystemCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         chat = self._chat
         hot = self._hot
-        for name, value, doc in (
-            ("actorchat_tokens", hot.chunks, "Reply chunks generated"),
-            ("actorchat_ws_frames_sent", hot.frames_out, "Frames written"),
-        ):
-            c = CounterMetricFamily(name, doc)
-            c.add_metric([], value)
-            yield c
+        sent = CounterMetricFamily("actorchat_ws_frames_sent", "Frames written")
+        sent.add_metric([], hot.frames_out)
+        yield sent
         events = CounterMetricFamily(
             "actorchat_stream_events", "Stream events published, by type", labels=["type"]
         )
@@ -88,12 +96,7 @@ class _SystemCollector(Collector):
             queued.add_metric([name], counters.get("queued", 0))
         yield in_flight
         yield queued
-        for name, attr, doc in (
-            ("actorchat_restarts", "restarts", "Conversation restarts by the supervisor"),
-            ("actorchat_crashes", "crashes", "Conversation crashes"),
-            ("actorchat_provider_errors", "provider_errors", "Replies failed by the backend"),
-            ("actorchat_passivations", "passivated", "Idle conversations stopped"),
-        ):
+        for name, attr, doc in _SYSTEM_COUNTERS:
             c = CounterMetricFamily(name, doc)
             c.add_metric([], getattr(m, attr))
             yield c
@@ -123,7 +126,6 @@ class ServerMetrics:
         self.conversations_created = Counter(
             "actorchat_conversations_created", "Conversations created", registry=r
         )
-        self.messages = Counter("actorchat_messages", "User messages stored", registry=r)
         self.ttft = Histogram(
             "actorchat_time_to_first_token_seconds",
             "From stream_start to the first chunk",
