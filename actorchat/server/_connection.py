@@ -437,19 +437,22 @@ class Connection:
         self.joined.add(cid)
         return replay
 
-    def join_reading(self, cid: str, read: Callable[[], T]) -> tuple[list[Event], T, list[Event]]:
-        """Join ``cid`` and run ``read`` while the events routed to it are held back.
+    def join_reading(
+        self, cid: str, read: Callable[[list[Event]], T]
+    ) -> tuple[list[Event], T, list[Event]]:
+        """Join ``cid`` and run ``read(replay)`` while the events routed to it are held back.
 
         Returns the replay (as ``subscribe``), what ``read`` returned, and the
         events routed meanwhile: a reply that completes during the read is
         then either in what was read or in those events, never in neither.
+        Everything ``read`` does happens before any of them is delivered.
         """
         if cid in self._pending:
             raise InvalidRequest(f"already joining conversation {cid!r}")
         replay = self.subscribe(cid)
         self._pending[cid] = []
         try:
-            result = read()
+            result = read(replay)
             self.ctx.hub.pump()
         finally:
             buffered = self._pending.pop(cid, [])

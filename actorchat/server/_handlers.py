@@ -84,9 +84,23 @@ def _join_conversation(conn: Connection, req: Request) -> None:
     ctx.hub.learn_owner(cid, conv.owner)
     limit = min(req.get("history_limit", ctx.config.history_limit), ctx.config.max_page)
     after_index: int | None = req.get("after_index")
+    named: str | None = req.get("message_id")
+
+    def read(replay: list[Event]) -> tuple[list[Message], Message | None]:
+        history = ctx.chat.get_history(cid, limit)
+        if named is None:
+            return history, None
+        ended = next((m for m in history if m.id == named), None)
+        if ended is None and named != _live(replay):
+            # Not in progress and not in the recent history: an earlier
+            # version (a crash interrupted it), or unknown. Read while the
+            # join still holds events back, so nothing overtakes the answer.
+            ended = next((m for m in ctx.chat.messages(cid, versions=True) if m.id == named), None)
+        return history, ended
+
     # Subscribe first, buffering, then read history: a reply that completes
     # meanwhile is either in the history or in the buffer, never in neither.
-    replay, history, buffered = conn.join_reading(cid, lambda: ctx.chat.get_history(cid, limit))
+    replay, (history, ended), buffered = conn.join_reading(cid, read)
     conn.send(
         frame(
             "conversation_joined",
@@ -95,17 +109,13 @@ def _join_conversation(conn: Connection, req: Request) -> None:
         )
     )
     done = {m.id for m in history}
-    live = replay[0].message_id if replay and isinstance(replay[0], StreamStart) else None
-    named: str | None = req.get("message_id")
+    live = _live(replay)
     # Resuming a named reply (PROTOCOL.md, lifecycle 6): the skip applies to
     # it alone; any other reply in progress (the new answer after a crash)
     # is replayed from index 0. Without a name, it applies to the live one.
     skip = named if named is not None else live
-    if named is not None and named != live:
+    if named is not None and (named != live or named in done):
         # It ended while the client was away (or during this join): say how.
-        ended = next((m for m in history if m.id == named), None)
-        if ended is None:
-            ended = next((m for m in ctx.chat.messages(cid, versions=True) if m.id == named), None)
         conn.send(_resumed_end(cid, named, ended))
     for event in chain(replay, buffered):
         if _message_id_of(event) in done:
@@ -118,6 +128,11 @@ def _join_conversation(conn: Connection, req: Request) -> None:
         ):
             continue
         conn.deliver(event, cid)
+
+
+def _live(replay: list[Event]) -> str | None:
+    """The reply in progress a replay begins with, if any."""
+    return replay[0].message_id if replay and isinstance(replay[0], StreamStart) else None
 
 
 def _message_id_of(event: Event) -> str | None:
