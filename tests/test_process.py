@@ -106,9 +106,23 @@ def test_cli_reads_the_message_from_stdin_and_survives_a_closed_pipe(tmp_path: P
     )
     assert out.returncode == 0, out.stderr
     assert "“from a pipe”" in out.stdout
-    # The reader goes away after a few bytes (``| head -c 20``).
+    # The reader goes away after a few bytes (``| head -c 20``). The reply
+    # (20,000 words, ~120 KB) must outgrow the pipe's buffer (64 KB), or the
+    # command may write it all before the reader leaves and rightly exit 0.
+    config = tmp_path / "long.toml"
+    config.write_text('[models.mock]\nprovider = "mock"\nmax_tokens = 50000\n')
     proc = subprocess.Popen(
-        [sys.executable, "-m", "actorchat", "chat", "--mock-tokens", "20000", "long"],
+        [
+            sys.executable,
+            "-m",
+            "actorchat",
+            "chat",
+            "--config",
+            str(config),
+            "--mock-tokens",
+            "20000",
+            "long",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
