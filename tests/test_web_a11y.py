@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 
 from tests.server_support import WAIT
-from tests.web_support import browser_missing, launch_browser, needs_browser, web_server
+from tests.web_support import (
+    axe_violations,
+    browser_missing,
+    launch_browser,
+    needs_browser,
+    web_server,
+)
 
 MISSING = browser_missing()
 pytestmark = needs_browser()
@@ -40,14 +46,7 @@ def browser() -> Iterator[Any]:
 
 def violations(page: Page) -> list[str]:
     """axe-core's WCAG A/AA violations on the page, one line each."""
-    from axe_playwright_python.sync_playwright import Axe
-
-    options = {
-        "resultTypes": ["violations"],
-        "runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
-    }
-    found = Axe().run(page, options=options).response["violations"]
-    return [f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:5]}" for v in found]
+    return axe_violations(page)
 
 
 def login(page: Page, base: str, user: str, path: str = "/") -> None:

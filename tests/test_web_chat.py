@@ -1,13 +1,17 @@
 """The chat workspace in a real headless Chromium, against a real server.
 
-One server and one browser per module; every test uses its own user (so its
-own sidebar) and its own browser context. Waits are Playwright's
+One browser and two servers per module (the resume tests' with longer
+replies); every test uses its own user (so its own sidebar) and its own
+browser context. The resume tests keep the page away from the server (its
+socket cut, its reconnection held by a ``TcpProxy``) while a protocol client
+watches what the server does meanwhile. Waits are Playwright's
 (``expect`` with deadlines), never sleeps. Without a
 browser every test is skipped, with the reason printed (``-ra``).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -20,8 +24,15 @@ import requests
 
 from actorchat import ModelConfig
 from actorchat.testing import Behavior, FakeOpenAIServer
-from tests.server_support import WAIT, dev_token
-from tests.web_support import TcpProxy, browser_missing, launch_browser, needs_browser, web_server
+from tests.server_support import WAIT, Client, dev_token
+from tests.web_support import (
+    TcpProxy,
+    axe_violations,
+    browser_missing,
+    launch_browser,
+    needs_browser,
+    web_server,
+)
 
 MISSING = browser_missing()
 pytestmark = needs_browser()
@@ -49,6 +60,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             models={"broken": broken},
         ) as srv:
             yield srv
+
+
+#: The resume tests' replies: long enough (80 tokens, 2.4 s) to be away from
+#: and come back to while they still stream.
+SLOW_TOKENS = 80
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    with web_server(
+        tmp_path_factory.mktemp("web-resume"), mock_tokens=SLOW_TOKENS, mock_delay_ms=DELAY_MS
+    ) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -504,47 +528,302 @@ def test_swarm_conversations_are_hidden_from_the_sidebar(
     expect(items).to_have_count(2)
 
 
-def close_sockets(server: Any, user: str) -> int:
-    """The server closes every WebSocket of ``user`` (1012: service restart)."""
-    conns = [c for c in list(server.ctx.connections) if c.user_id == user]
-    for conn in conns:
-        conn.close(1012, "Service restart")
-    return len(conns)
+def user_connections(server: Any, user: str) -> list[Any]:
+    """The server's WebSocket connections of ``user``."""
+    return [c for c in list(server.ctx.connections) if c.user_id == user]
+
+
+class Frames:
+    """Every frame the page's WebSockets send and receive, socket by socket."""
+
+    def __init__(self, page: Page) -> None:
+        self.sockets: list[dict[str, list[dict[str, Any]]]] = []
+        page.on("websocket", self._opened)
+
+    def _opened(self, ws: Any) -> None:
+        record: dict[str, list[dict[str, Any]]] = {"sent": [], "received": []}
+        self.sockets.append(record)
+        ws.on("framesent", lambda payload: record["sent"].append(json.loads(payload)))
+        ws.on("framereceived", lambda payload: record["received"].append(json.loads(payload)))
+
+    def after_reconnect(self, direction: str, kind: str) -> list[dict[str, Any]]:
+        """The frames of ``kind`` sent or received on the sockets after the first."""
+        return [f for s in self.sockets[1:] for f in s[direction] if f.get("type") == kind]
+
+
+def content_of(f: dict[str, Any], message_id: str) -> list[int]:
+    """The chunk indices a ``stream_content`` frame of ``message_id`` carries."""
+    d = f["data"]
+    if f["type"] != "stream_content" or d["message_id"] != message_id:
+        return []
+    return list(range(d.get("first_index", d["index"]), d["index"] + 1))
+
+
+def held(page: Page, message_id: str) -> dict[str, Any]:
+    """What the page holds of a reply: its text and how many chunks."""
+    got: dict[str, Any] = page.evaluate(
+        """(id) => {
+        const m = window.__actorchat.workspace.transcript.byId.get(id);
+        return {content: m.content, chunks: m.nextIndex};
+      }""",
+        message_id,
+    )
+    return got
+
+
+class Away:
+    """A page mid-reply, then away from the server (its socket cut, its reconnection held).
+
+    The page logs in through a ``TcpProxy``; a protocol client (``watcher``)
+    joins the conversation to see what the server does while the page is
+    away; ``come_back()`` lets the page's reconnection through.
+    """
+
+    def __init__(self, server: Any, page: Page, user: str) -> None:
+        self.server, self.page, self.user = server, page, user
+        self.proxy = TcpProxy(server.port).start()
+        self.frames = Frames(page)
+        login(page, self.proxy.url, user)
+        self.page_connections = user_connections(server, user)
+        assert len(self.page_connections) == 1
+        self.cid = new_chat(page)
+        self.watcher = Client(server, user=user)
+        self.watcher.send("join_conversation", {"conversation_id": self.cid})
+        self.watcher.expect("conversation_joined")
+
+    def start_reply(self) -> str:
+        """Send a message; wait until the page holds a few chunks of the reply; its id."""
+        send(self.page, "Please keep talking while the connection fails")
+        wait_streaming_chunks(self.page, 3)
+        reply_id: str | None = replies(self.page).get_attribute("data-id")
+        assert reply_id
+        return reply_id
+
+    def go(self, how: str) -> None:
+        """Cut the page's socket (on the wire, or closed by the server) and hold its return."""
+        self.proxy.hold()
+        if how == "network":
+            assert self.proxy.drop() > 0
+        else:
+            for conn in self.page_connections:
+                conn.close(1012, "Service restart")
+        expect(self.page.locator("#conn-status")).not_to_have_text("Connected")
+
+    def watch(self, kind: str, message_id: str, pred: Any = None) -> dict[str, Any]:
+        """Until the server sends ``kind`` for ``message_id`` (matching ``pred``)."""
+        frame: dict[str, Any] = self.watcher.expect(
+            kind,
+            lambda f: f["data"]["message_id"] == message_id and (pred is None or pred(f)),
+        )
+        return frame
+
+    def come_back(self) -> None:
+        self.proxy.release()
+        expect(self.page.locator("#activity")).to_contain_text("Reconnected")
+        expect(self.page.locator("#conn-status")).to_have_text("Connected")
+
+    def rejoin(self) -> dict[str, Any]:
+        """The one join the page sent after it came back (there is no second one)."""
+        joins = self.frames.after_reconnect("sent", "join_conversation")
+        assert len(joins) == 1, joins
+        data: dict[str, Any] = joins[0]["data"]
+        assert data["conversation_id"] == self.cid
+        return data
+
+    def close(self) -> None:
+        self.watcher.close()
+        self.proxy.stop()
+
+
+@pytest.fixture
+def away(slow_server: Any, page: Page, errors: PageErrors) -> Iterator[Any]:
+    errors.allowed.append("WebSocket")  # Chromium logs the cut connection
+    made: list[Away] = []
+
+    def make(user: str) -> Away:
+        made.append(Away(slow_server, page, user))
+        return made[-1]
+
+    yield make
+    for a in made:
+        a.close()
 
 
 @pytest.mark.parametrize("how", ["network", "server"])
-def test_reconnect_after_a_drop_resumes_the_reply_intact(
-    server: Any, page: Page, errors: PageErrors, how: str
+def test_reconnect_mid_reply_resumes_the_named_reply_intact(
+    slow_server: Any, page: Page, away: Any, how: str
 ) -> None:
-    """The socket goes mid-reply: cut on the wire, or closed by the server."""
-    errors.allowed.append("WebSocket")  # Chromium logs the cut connection
+    """The socket goes mid-reply (cut on the wire, or closed by the server) and
+    comes back while the reply still streams: the join names the reply and
+    the chunks the page holds, and gets exactly the rest."""
     user = f"fay-{how}"
-    proxy = TcpProxy(server.port).start()
-    try:
-        sent: list[str] = []
-        page.on("websocket", lambda ws: ws.on("framesent", lambda f: sent.append(str(f))))
-        login(page, proxy.url, user)
-        cid = new_chat(page)
-        send(page, "Please keep talking while the connection fails")
-        wait_streaming_chunks(page, 3)
-        if how == "network":
-            assert proxy.drop() > 0
-        else:
-            assert close_sockets(server, user) == 1
-        expect(page.locator("#activity")).to_contain_text("Reconnected")
-        expect(page.locator("#conn-status")).to_have_text("Connected")
-        reply = replies(page)
-        expect(reply).to_have_attribute("data-state", "done")
-        saved = last_reply(server, user, cid)
-        assert reply.get_attribute("data-id") == saved["id"]
-        # Exactly the stored text: nothing lost, nothing duplicated.
-        shows_as_stored(page, saved)
-        # The join after the reconnect asked only for what followed its last chunk.
-        rejoins = [f for f in sent if '"join_conversation"' in f and '"after_index"' in f]
-        assert rejoins, sent
-        assert page.locator("article[data-role=assistant]").count() == 1
-    finally:
-        proxy.stop()
+    a = away(user)
+    reply_id = a.start_reply()
+    a.go(how)
+    had = held(page, reply_id)
+    # The server goes on meanwhile: the page misses some chunks.
+    a.watch("stream_content", reply_id, lambda f: f["data"]["index"] >= had["chunks"] + 2)
+    a.come_back()
+    reply = replies(page)
+    expect(reply).to_have_attribute("data-state", "done")
+    saved = last_reply(slow_server, user, a.cid)
+    assert reply.get_attribute("data-id") == saved["id"] == reply_id
+    # Exactly the stored text: nothing lost, nothing duplicated.
+    shows_as_stored(page, saved)
+    expect(replies(page)).to_have_count(1)
+    # The join named the reply and the last chunk the page held ...
+    assert a.rejoin() == {
+        "conversation_id": a.cid,
+        "history_limit": 200,
+        "message_id": reply_id,
+        "after_index": had["chunks"] - 1,
+    }
+    # ... and the server went on from the next one, the reply still streaming.
+    got = [
+        i
+        for f in a.frames.after_reconnect("received", "stream_content")
+        for i in content_of(f, reply_id)
+    ]
+    assert got == list(range(had["chunks"], SLOW_TOKENS)), got
+
+
+def test_reconnect_after_the_reply_ended_while_away(
+    slow_server: Any, page: Page, away: Any
+) -> None:
+    user = "fay-ended"
+    a = away(user)
+    reply_id = a.start_reply()
+    a.go("network")
+    done = a.watch("stream_complete", reply_id)
+    a.come_back()
+    reply = replies(page)
+    expect(reply).to_have_attribute("data-state", "done")
+    expect(reply.locator(".msg-status")).to_have_text("")
+    saved = last_reply(slow_server, user, a.cid)
+    assert saved["id"] == reply_id
+    shows_as_stored(page, saved)
+    usage = done["data"]["usage"]
+    expect(reply.locator(".usage")).to_have_text(
+        f"{usage['prompt_tokens']} prompt · {usage['completion_tokens']} completion · "
+        f"{usage['total_tokens']} tokens"
+    )
+    rejoin = a.rejoin()
+    assert rejoin["message_id"] == reply_id
+    # The join said how the reply ended, and replayed nothing.
+    ends = a.frames.after_reconnect("received", "stream_complete")
+    assert [e["data"]["message_id"] for e in ends] == [reply_id]
+    assert ends[0]["data"]["finish_reason"] == "stop" and "superseded" not in ends[0]["data"]
+    assert a.frames.after_reconnect("received", "stream_content") == []
+    # Counted once: the user message and the reply.
+    item = page.locator(f'#conv-list li[data-id="{a.cid}"] .conv-meta')
+    expect(item).to_contain_text("2 messages")
+
+
+@pytest.mark.parametrize("answer", ["streaming", "ended"])
+def test_a_crash_while_away_shows_the_reply_interrupted_then_the_new_answer_whole(
+    slow_server: Any, page: Page, away: Any, answer: str
+) -> None:
+    """The conversation crashes while the page is away; it restarts and answers
+    the same message again. Back, the page shows the reply it was following as
+    interrupted, with the text it had, and the new answer whole after it
+    (still streaming when the page comes back, or already ended)."""
+    user = f"fay-crash-{answer}"
+    a = away(user)
+    reply_id = a.start_reply()
+    a.go("network")
+    had = held(page, reply_id)
+    r = requests.post(
+        f"{slow_server.url}/api/v1/admin/kill",
+        json={"conversation_ids": [a.cid]},
+        headers={"Authorization": f"Bearer {dev_token(slow_server, user)}"},
+        timeout=WAIT,
+    )
+    assert r.json()["killed"] == [a.cid]
+    assert a.watch("stream_complete", reply_id)["data"]["finish_reason"] == "error"
+    start = a.watcher.expect("stream_start")
+    new_id = start["data"]["message_id"]
+    assert new_id != reply_id
+    if answer == "streaming":
+        a.watch("stream_content", new_id, lambda f: f["data"]["index"] >= 2)
+    else:
+        a.watch("stream_complete", new_id)
+    a.come_back()
+
+    old = page.locator(f'article[data-id="{reply_id}"]')
+    new = page.locator(f'article[data-id="{new_id}"]')
+    expect(new).to_have_attribute("data-state", "done")
+    expect(old).to_have_attribute("data-state", "interrupted")
+    # Said in words, not by colour alone.
+    expect(old.locator(".msg-status")).to_have_text("Interrupted — answered again below")
+    expect(old).to_have_attribute("aria-label", "Reply from mock (interrupted)")
+    # The user message, the interrupted reply, then the new answer.
+    order = page.locator("#transcript article").evaluate_all("(as) => as.map((a) => a.dataset.id)")
+    assert order[1:] == [reply_id, new_id] and len(order) == 3
+    # The interrupted reply keeps the text the page had: a beginning of what
+    # the server kept of it (as an earlier version).
+    assert held(page, reply_id)["content"] == had["content"]
+    kept = [m for m in stored(slow_server, user, a.cid, versions="true") if m["id"] == reply_id]
+    assert kept and kept[0]["superseded"] and kept[0]["content"].startswith(had["content"])
+    # The new answer whole, nothing lost or duplicated.
+    saved = last_reply(slow_server, user, a.cid)
+    assert saved["id"] == new_id
+    shows_as_stored(page, saved)
+    # One join, naming the reply; the server said it was superseded, then
+    # (still streaming) sent the new answer from index 0.
+    rejoin = a.rejoin()
+    assert rejoin["message_id"] == reply_id and rejoin["after_index"] == had["chunks"] - 1
+    received = [f for s in a.frames.sockets[1:] for f in s["received"]]
+    ends = [f["data"] for f in received if f["type"] == "stream_complete"]
+    assert ends[0]["message_id"] == reply_id
+    assert ends[0]["finish_reason"] == "error" and ends[0]["superseded"] is True
+    got = [i for f in received for i in content_of(f, new_id)]
+    if answer == "streaming":
+        assert got == list(range(SLOW_TOKENS)), got
+    else:
+        assert got == []
+    # Regenerate sits on the answer, not on the reply it replaced.
+    expect(old.get_by_role("button", name="Regenerate")).to_be_hidden()
+    expect(new.get_by_role("button", name="Regenerate")).to_be_visible()
+    assert axe_violations(page) == []
+
+
+def test_missing_chunks_are_asked_for_by_name(server: Any, page: Page) -> None:
+    """A safety net: the server sends no gap, but if chunks went missing the
+    page joins again naming the reply and the last chunk it holds."""
+    frames = Frames(page)
+    login(page, server.url, "fay-gap")
+    cid = new_chat(page)
+    send(page, "Please keep talking")
+    wait_streaming_chunks(page, 3)
+    # A chunk from further on arrives (as if some were lost on the way).
+    injected = page.evaluate(
+        """() => {
+        const w = window.__actorchat.workspace;
+        const m = w.transcript.streaming();
+        const n = m.nextIndex;
+        window.__actorchat.socket.dispatchEvent(new CustomEvent('frame', {detail: {
+          type: 'stream_content',
+          data: {message_id: m.id, conversation_id: w.currentId, content: ' LOST',
+                 index: n + 2, is_complete: false}}}));
+        return {id: m.id, n};
+      }"""
+    )
+    reply = replies(page)
+    expect(reply).to_have_attribute("data-state", "done")
+    saved = last_reply(server, "fay-gap", cid)
+    assert saved["id"] == injected["id"]
+    shows_as_stored(page, saved)
+    joins = [
+        f["data"] for s in frames.sockets for f in s["sent"] if f["type"] == "join_conversation"
+    ]
+    assert joins[1:] == [
+        {
+            "conversation_id": cid,
+            "history_limit": 200,
+            "message_id": injected["id"],
+            "after_index": injected["n"] - 1,
+        }
+    ], joins
 
 
 def test_token_login_when_dev_auth_is_off(tmp_path: Path, browser: Any, errors: PageErrors) -> None:
@@ -682,3 +961,76 @@ def test_transcript_drops_duplicates_and_finds_gaps(server: Any, page: Page) -> 
     assert result["r"] == ["ok", "ok", "ok", "dup", "ok", "ok", "gap"]
     assert result["before"] == "ABCDEF"
     assert result["order"] == ["u1", "a9", "u2"]
+
+
+def test_transcript_resumes_by_name_and_keeps_an_interrupted_reply(server: Any, page: Page) -> None:
+    page.goto(f"{server.url}/")
+    result = page.evaluate(
+        """async () => {
+        const { Transcript } = await import('/js/transcript.js');
+        const ids = (t) => t.messages.map((m) => m.id);
+        const out = {};
+        const t = new Transcript('c');
+        t.messageReceived({id: 'u1', message_type: 'user', content: 'hi'});
+        t.streamStart({message_id: 'a1', conversation_id: 'c', model: 'm', user_message_id: 'u1'});
+        out.beforeChunks = t.resumePoint();
+        t.streamContent({message_id: 'a1', content: 'A', index: 0});
+        t.streamContent({message_id: 'a1', content: 'B', index: 1});
+        out.point = t.resumePoint();
+        // Back after a crash: the history leaves the interrupted reply out ...
+        t.loadHistory([{id: 'u1', message_type: 'user', content: 'hi'}]);
+        out.kept = ids(t);
+        // ... the join says it was superseded, then the new answer comes from 0.
+        t.streamComplete({message_id: 'a1', conversation_id: 'c', finish_reason: 'error',
+                          superseded: true,
+                          usage: {prompt_tokens: 0, completion_tokens: 0, total_tokens: 0}});
+        const a1 = t.byId.get('a1');
+        out.a1 = {content: a1.content, interrupted: a1.interrupted, streaming: a1.streaming,
+                  again: t.answeredAgain(a1)};
+        t.streamStart({message_id: 'a2', conversation_id: 'c', model: 'm', user_message_id: 'u1'});
+        out.r = ['X', 'Y'].map((s, i) => t.streamContent({message_id: 'a2', content: s, index: i}));
+        out.afterNew = ids(t);
+        out.again = t.answeredAgain(a1);
+        out.point2 = t.resumePoint();
+        // Another rejoin once the answer is stored: the interrupted reply stays before it.
+        t.streamComplete({message_id: 'a2', conversation_id: 'c', finish_reason: 'stop'});
+        t.loadHistory([{id: 'u1', message_type: 'user', content: 'hi'},
+                       {id: 'a2', message_type: 'assistant', content: 'XY',
+                        finish_reason: 'stop'}]);
+        out.reloaded = ids(t);
+        // A regeneration replaces the answer, not the interrupted reply.
+        t.streamStart({message_id: 'a3', conversation_id: 'c', model: 'm', user_message_id: 'u1'});
+        out.regenerated = ids(t);
+
+        // Away while the reply was regenerated (in another tab): the history
+        // holds the new one; the old goes once the join says it was superseded.
+        const s = new Transcript('d');
+        s.messageReceived({id: 'v1', message_type: 'user', content: 'hi'});
+        s.streamStart({message_id: 'b1', conversation_id: 'd', model: 'm', user_message_id: 'v1'});
+        s.streamContent({message_id: 'b1', content: 'P', index: 0});
+        s.loadHistory([{id: 'v1', message_type: 'user', content: 'hi'},
+                       {id: 'b2', message_type: 'assistant', content: 'Q', finish_reason: 'stop'}]);
+        out.beforeEnd = ids(s);
+        s.streamComplete({message_id: 'b1', conversation_id: 'd', finish_reason: 'stop',
+                          superseded: true});
+        out.afterEnd = ids(s);
+        return out;
+      }"""
+    )
+    assert result["beforeChunks"] == {"message_id": "a1"}
+    assert result["point"] == {"message_id": "a1", "after_index": 1}
+    assert result["kept"] == ["u1", "a1"]
+    assert result["a1"] == {
+        "content": "AB",
+        "interrupted": True,
+        "streaming": False,
+        "again": False,
+    }
+    assert result["r"] == ["ok", "ok"]
+    assert result["afterNew"] == ["u1", "a1", "a2"]
+    assert result["again"] is True
+    assert result["point2"] == {"message_id": "a2", "after_index": 1}
+    assert result["reloaded"] == ["u1", "a1", "a2"]
+    assert result["regenerated"] == ["u1", "a1", "a3"]
+    assert result["beforeEnd"] == ["v1", "b1", "b2"]
+    assert result["afterEnd"] == ["v1", "b2"]

@@ -7,7 +7,9 @@
 * ``web_server``: a real server on a free port (as ``tests/server_support``
   starts one) that also serves ``web/`` at ``/``.
 * ``TcpProxy``: a loopback TCP relay whose connections can be cut, to drop a
-  browser's WebSocket as a network failure would.
+  browser's WebSocket as a network failure would, and held (``hold()`` /
+  ``release()``), to keep the browser away while the server goes on.
+* ``axe_violations``: axe-core's WCAG A/AA violations on a page.
 
 The process must be monkey-patched (the tests' conftest does it): the
 server runs in greenlets of this process, and Playwright's sync API waits
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+from gevent.event import Event
 from gevent.server import StreamServer
 
 from tests.server_support import free_port, running_server
@@ -193,12 +196,19 @@ def _serve(settings_json: str) -> int:
 
 
 class TcpProxy:
-    """Relays 127.0.0.1:<port> to a target; ``drop()`` cuts every connection at once."""
+    """Relays 127.0.0.1:<port> to a target; ``drop()`` cuts every connection at once.
+
+    While ``hold()`` is in force, new connections are accepted but relayed
+    only once ``release()`` is called: the browser's reconnection waits (as
+    behind a network that is down), with no backoff growing meanwhile.
+    """
 
     def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
         self.target = (host, target_port)
         self._conns: set[socket.socket] = set()
         self._server = StreamServer((host, 0), self._handle)
+        self._open = Event()
+        self._open.set()
 
     def start(self) -> TcpProxy:
         self._server.start()
@@ -213,7 +223,16 @@ class TcpProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def hold(self) -> None:
+        """New connections wait (accepted, not relayed) until ``release()``."""
+        self._open.clear()
+
+    def release(self) -> None:
+        """Relay the held connections, and new ones at once again."""
+        self._open.set()
+
     def _handle(self, client: socket.socket, _addr: Any) -> None:
+        self._open.wait()
         try:
             upstream = socket.create_connection(self.target, timeout=10)
         except OSError:
@@ -260,4 +279,17 @@ class TcpProxy:
 
     def stop(self) -> None:
         self.drop()
+        self.release()
         self._server.stop(timeout=1)
+
+
+def axe_violations(page: Any) -> list[str]:
+    """axe-core's WCAG A/AA violations on the page, one line each."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    options = {
+        "resultTypes": ["violations"],
+        "runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
+    }
+    found = Axe().run(page, options=options).response["violations"]
+    return [f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:5]}" for v in found]

@@ -5,15 +5,24 @@
 // it answers), a regenerated reply replaces the previous one in place, and the
 // deltas of a reply are appended exactly once, by `index` — duplicates that a
 // resumed join replays are dropped, merged frames (`first_index`) that overlap
-// what is already here are trimmed, and a gap is reported so that the caller
-// can join again and have the server replay what is missing.
+// what is already here are trimmed, and a frame that would leave a gap is not
+// applied (the caller can ask for the rest by name).
+//
+// Resuming (PROTOCOL.md, lifecycle 6): `resumePoint()` names the reply being
+// followed and the last chunk held, for `join_conversation`'s `message_id` and
+// `after_index`. A reply that ended while the client was away gets its
+// `stream_complete` on the join; one a crash interrupted (`superseded`,
+// `finish_reason: "error"`) stays, with the text it had, marked interrupted,
+// and the new answer to the same user message is placed after it.
 
 /** @typedef {{
  *   id: string, role: "user"|"assistant", content: string, senderId: string,
  *   createdAt: string, model: string, usage: object|null, finishReason: string|null,
  *   replyTo: string|null, streaming: boolean, nextIndex: number, chunkEnds: number[],
  *   interrupted: boolean, version: number,
- * }} Msg */
+ * }} Msg
+ * `interrupted`: a crash cut it short and the server answers its user message
+ * again (the join said `superseded`); the reply after it is the answer. */
 
 export class Transcript {
   constructor(conversationId) {
@@ -64,11 +73,15 @@ export class Transcript {
    * Replace the completed messages with `history` (from `conversation_joined`).
    *
    * A reply still streaming here that the history does not hold is kept: the
-   * server replays it right after the join. One that the history holds has
-   * completed meanwhile and takes the stored (complete) version.
+   * join replays it or says how it ended (its `stream_complete`). One that the
+   * history holds has completed meanwhile and takes the stored (complete)
+   * version. An interrupted reply that was answered again is kept too (the
+   * history leaves it out). Kept replies go before the history's reply to the
+   * same user message, never in its place.
    */
   loadHistory(history) {
-    const kept = this.messages.filter((m) => m.streaming && !history.some((h) => String(h.id) === m.id));
+    const stored = new Set(history.map((h) => String(h.id)));
+    const kept = this.messages.filter((m) => !stored.has(m.id) && (m.streaming || m.interrupted));
     const msgs = [];
     let lastUser = null;
     for (const wire of history) {
@@ -79,7 +92,20 @@ export class Transcript {
     }
     this.messages = msgs;
     this.byId = new Map(msgs.map((m) => [m.id, m]));
-    for (const m of kept) this._placeReply(m);
+    const keptIds = new Set(kept.map((m) => m.id));
+    for (const m of kept) {
+      const at = m.replyTo ? this.messages.findIndex((x) => x.id === m.replyTo) : -1;
+      if (at < 0) {
+        // Its user message is older than the history window (or unknown).
+        if (m.streaming) this.messages.push(m);
+        else continue;
+      } else {
+        let j = at + 1;
+        while (j < this.messages.length && this.messages[j].replyTo === m.replyTo && keptIds.has(this.messages[j].id)) j++;
+        this.messages.splice(j, 0, m);
+      }
+      this.byId.set(m.id, m);
+    }
     for (const m of this.messages) this.changed.add(m.id);
     this.structureChanged = true;
   }
@@ -109,22 +135,47 @@ export class Transcript {
     return this.messageReceived(wire);
   }
 
-  /** Put an assistant message after the user message it answers, replacing an older reply. */
+  /** The other replies to the same user message, in order. */
+  _siblings(msg) {
+    if (!msg.replyTo) return [];
+    return this.messages.filter((m) => m.role === "assistant" && m.replyTo === msg.replyTo && m.id !== msg.id);
+  }
+
+  /**
+   * Put an assistant message after the user message it answers. It replaces
+   * the previous reply (a regeneration), except an interrupted one that was
+   * answered again: that one stays, and the new reply goes after it.
+   */
   _placeReply(msg) {
-    const old = msg.replyTo
-      ? this.messages.findIndex((m) => m.role === "assistant" && m.replyTo === msg.replyTo && m.id !== msg.id)
-      : -1;
-    if (old >= 0) {
-      this.byId.delete(this.messages[old].id);
-      this.messages.splice(old, 1, msg);
+    const siblings = this._siblings(msg);
+    const old = siblings.find((m) => !m.interrupted);
+    if (old) {
+      this.byId.delete(old.id);
+      this.messages.splice(this.messages.indexOf(old), 1, msg);
     } else {
-      const at = msg.replyTo ? this.messages.findIndex((m) => m.id === msg.replyTo) : -1;
+      const after = siblings.length ? siblings[siblings.length - 1].id : msg.replyTo;
+      const at = after ? this.messages.findIndex((m) => m.id === after) : -1;
       if (at >= 0) this.messages.splice(at + 1, 0, msg);
       else this.messages.push(msg);
+      for (const m of siblings) this._touch(m); // now "answered again below"
     }
     this.byId.set(msg.id, msg);
     this.changed.add(msg.id);
     this.structureChanged = true;
+  }
+
+  _remove(msg) {
+    const at = this.messages.indexOf(msg);
+    if (at >= 0) this.messages.splice(at, 1);
+    this.byId.delete(msg.id);
+    this.changed.delete(msg.id);
+    this.structureChanged = true;
+  }
+
+  /** Whether a later reply answers the same user message (the answer given instead of `msg`). */
+  answeredAgain(msg) {
+    const siblings = this._siblings(msg);
+    return siblings.length > 0 && this.messages.indexOf(siblings[siblings.length - 1]) > this.messages.indexOf(msg);
   }
 
   /** `stream_start`: a reply begins (or a resumed join replays its start). */
@@ -171,9 +222,12 @@ export class Transcript {
   /**
    * `stream_content`: append a delta exactly once.
    *
-   * Returns "ok", "dup" (already had it: dropped), "gap" (chunks are missing:
-   * the caller should join again without `after_index`) or "unknown" (no
-   * `stream_start` seen for it yet: the same remedy).
+   * Returns "ok", "dup" (already had it: dropped), "gap" (chunks before it
+   * are missing: not applied; the caller can join again naming the reply,
+   * `resumePoint()`) or "unknown" (no `stream_start` seen for it: not
+   * applied; if it is missing from the replay that follows, the next chunk
+   * shows the gap). The server sends neither on one connection, and a
+   * resumed join names the reply its `after_index` is for.
    */
   streamContent(data) {
     const msg = this.byId.get(String(data.message_id));
@@ -202,13 +256,28 @@ export class Transcript {
     return "ok";
   }
 
-  /** `stream_complete`: the reply ended (stop, length, cancelled or error). */
+  /**
+   * `stream_complete`: the reply ended (stop, length, cancelled or error).
+   *
+   * On a resumed join it may say `superseded: true`: the reply ended while we
+   * were away and its user message was answered again. With
+   * `finish_reason: "error"` a crash interrupted it (or the server never
+   * stored it): it stays, with the text it had, marked interrupted, and the
+   * new answer follows it. Otherwise it was regenerated (in another tab, say):
+   * it goes, as a regenerated reply does; the history or the replay holds
+   * the reply that replaced it. Returns the message (null if none is left).
+   */
   streamComplete(data) {
     const msg = this.byId.get(String(data.message_id));
     if (!msg) return null;
+    const finish = data.finish_reason ?? "stop";
+    if (data.superseded && finish !== "error") {
+      this._remove(msg);
+      return null;
+    }
     msg.streaming = false;
-    msg.interrupted = false;
-    msg.finishReason = data.finish_reason ?? "stop";
+    msg.interrupted = Boolean(data.superseded);
+    msg.finishReason = finish;
     if (data.usage) msg.usage = data.usage;
     if (data.message && typeof data.message.content === "string") msg.content = data.message.content;
     this._touch(msg);
@@ -223,22 +292,17 @@ export class Transcript {
     return null;
   }
 
-  /** `after_index` for a resumed join: the last chunk we hold of the reply in progress. */
-  resumeIndex() {
+  /**
+   * What a resumed join asks for: `message_id`, the reply in progress here,
+   * and `after_index`, the last chunk held of it (absent before its first
+   * chunk). Null when no reply is in progress here.
+   */
+  resumePoint() {
     const msg = this.streaming();
-    return msg && msg.nextIndex > 0 ? msg.nextIndex - 1 : null;
-  }
-
-  /** Replies that were streaming but that the server no longer knows of (cut by a crash). */
-  markInterrupted(exceptIds) {
-    for (const m of this.messages) {
-      if (m.streaming && !exceptIds.has(m.id)) {
-        m.streaming = false;
-        m.interrupted = true;
-        m.finishReason = m.finishReason ?? "error";
-        this._touch(m);
-      }
-    }
+    if (!msg) return null;
+    const point = { message_id: msg.id };
+    if (msg.nextIndex > 0) point.after_index = msg.nextIndex - 1;
+    return point;
   }
 
   /** The last user message (what Regenerate answers again by default). */

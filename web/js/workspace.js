@@ -107,9 +107,7 @@ class Workspace {
     /** @type {Transcript|null} */
     this.transcript = null;
     this.models = [];
-    this.joinEpoch = 0;
-    this.seenInEpoch = new Set();
-    this.resyncing = false;
+    this.refilling = false;
     this.deleting = new Set();
     this.msgNodes = new Map();
     this.convNodes = new Map();
@@ -350,26 +348,30 @@ class Workspace {
       case "stream_start":
         if (this.isCurrent(d.conversation_id)) {
           this.dropBanner("error"); // a new reply supersedes the last failure
-          const msg = this.transcript.streamStart(d);
-          this.seenInEpoch.add(msg.id);
+          this.transcript.streamStart(d);
           this.schedule("transcript", "controls");
         }
         break;
       case "stream_content":
         if (this.isCurrent(d.conversation_id)) {
-          this.seenInEpoch.add(String(d.message_id));
           const result = this.transcript.streamContent(d);
-          if (result === "gap" || result === "unknown") this.resync();
-          else if (result === "ok") this.schedule("transcript");
+          if (result === "ok") this.schedule("transcript");
+          else if (result === "gap") this.refill();
         }
         break;
-      case "stream_complete":
-        this.bumpConv(d.conversation_id, new Date().toISOString(), 1);
-        if (this.isCurrent(d.conversation_id)) {
+      case "stream_complete": {
+        const current = this.isCurrent(d.conversation_id);
+        const held = current ? this.transcript.byId.get(String(d.message_id)) : null;
+        // A resumed join's stream_complete tells how a reply ended while we were
+        // away: conversation_joined already counted it (or, superseded, it does
+        // not count). Only a reply that ends here adds one.
+        if (!held || (held.streaming && !d.superseded)) this.bumpConv(d.conversation_id, new Date().toISOString(), 1);
+        if (current) {
           this.transcript.streamComplete(d);
           this.schedule("transcript", "controls");
         }
         break;
+      }
       case "typing_indicator":
         if (this.isCurrent(d.conversation_id)) this.onTyping(d);
         break;
@@ -389,34 +391,26 @@ class Workspace {
     const cid = String(d.conversation?.id);
     if (cid !== this.currentId || !this.transcript) return;
     this.upsertConv(d.conversation);
+    // A reply we were following that the history does not hold stays; right
+    // after this frame the join replays the rest of it or sends how it ended.
     this.transcript.loadHistory(d.messages ?? []);
-    this.joinEpoch += 1;
-    this.seenInEpoch = new Set();
-    this.resyncing = false;
-    const epoch = this.joinEpoch;
-    // The replay of a reply in progress comes right after the join; a ping
-    // answered after it tells that no more replay is coming. A reply still
-    // marked streaming that was not replayed was cut short by a crash.
-    this.socket
-      .request("ping")
-      .then(() => {
-        if (epoch !== this.joinEpoch || !this.transcript) return;
-        this.transcript.markInterrupted(this.seenInEpoch);
-        this.schedule("transcript", "controls");
-      })
-      .catch(() => {});
     this.schedule("transcript", "header", "controls");
   }
 
-  resync() {
-    // Chunks are missing (or arrived before their start): join again without
-    // after_index; the server replays the reply from its start and duplicates are dropped.
-    if (this.resyncing || !this.currentId) return;
-    this.resyncing = true;
-    this.socket.request("join_conversation", { conversation_id: this.currentId, history_limit: HISTORY_LIMIT }).catch((err) => {
-      this.resyncing = false;
-      this.errorBanner(err.code, err.message, err.data);
-    });
+  /**
+   * A safety net: chunks of the reply in progress are missing (the server
+   * sends none out of order, so this should not happen). Join again as a
+   * reconnect does, naming the reply and the last chunk held: the server
+   * sends the rest of it (or how it ended). One at a time.
+   */
+  async refill() {
+    if (this.refilling || !this.currentId || !this.socket?.isOpen) return;
+    this.refilling = true;
+    try {
+      await this.join(this.currentId, { resume: true });
+    } finally {
+      this.refilling = false;
+    }
   }
 
   onAsyncError(d) {
@@ -488,7 +482,13 @@ class Workspace {
     return m ? decodeURIComponent(m[1]) : null;
   }
 
-  /** Join `cid` (again, with `resume`: keep the partial reply and ask only for what follows it). */
+  /**
+   * Join `cid` (again, with `resume`: keep the partial reply and ask only for
+   * what follows it, naming it: `message_id` and `after_index`, PROTOCOL.md
+   * lifecycle 6. The server then skips only that reply's chunks we hold,
+   * replays any other reply in progress from index 0 (the new answer after a
+   * crash), and says how the named reply ended if it ended meanwhile).
+   */
   async open(cid, { resume = false } = {}) {
     cid = String(cid);
     const socket = this.socket;
@@ -507,11 +507,15 @@ class Workspace {
     this.closeSidebarOnNarrow();
     this.schedule("transcript", "header", "controls", "sidebar");
     if (!socket.isOpen) return; // joined when the connection is back
+    await this.join(cid, { resume });
+  }
+
+  /** Send `join_conversation` for `cid` (the open one); with `resume`, naming the reply in progress. */
+  async join(cid, { resume = false } = {}) {
     const data = { conversation_id: cid, history_limit: HISTORY_LIMIT };
-    const after = resume ? this.transcript.resumeIndex() : null;
-    if (after != null) data.after_index = after;
+    if (resume) Object.assign(data, this.transcript.resumePoint());
     try {
-      await socket.request("join_conversation", data);
+      await this.socket.request("join_conversation", data);
     } catch (err) {
       if (err.code === "DISCONNECTED") return; // re-joined after the reconnect
       if (cid === this.currentId) {
@@ -1030,13 +1034,25 @@ class Workspace {
       node.setAttribute("aria-label", "Your message");
       return node;
     }
-    const state = msg.streaming ? "streaming" : msg.interrupted ? "error" : msg.finishReason === "cancelled" ? "cancelled" : msg.finishReason === "error" ? "error" : "done";
+    const state = msg.streaming
+      ? "streaming"
+      : msg.interrupted
+        ? "interrupted"
+        : msg.finishReason === "cancelled"
+          ? "cancelled"
+          : msg.finishReason === "error"
+            ? "error"
+            : "done";
     node.dataset.state = state;
     node.dataset.chunks = String(msg.nextIndex); // deltas received so far (tests watch it)
     node.setAttribute("aria-busy", String(msg.streaming));
-    node.setAttribute("aria-label", `Reply from ${msg.model || "the model"}`);
+    node.setAttribute("aria-label", `Reply from ${msg.model || "the model"}${msg.interrupted ? " (interrupted)" : ""}`);
     node.querySelector(".msg-author").textContent = msg.model || "assistant";
-    const status = msg.streaming ? "" : msg.interrupted ? "Interrupted" : FINISH_LABEL[msg.finishReason] ?? "";
+    let status = msg.streaming ? "" : FINISH_LABEL[msg.finishReason] ?? "";
+    if (msg.interrupted) {
+      // A crash cut it short (the server restarted the conversation, or itself).
+      status = this.transcript?.answeredAgain(msg) ? "Interrupted — answered again below" : "Interrupted";
+    }
     node.querySelector(".msg-status").textContent = status;
     if (msg.streaming && !msg.content) {
       body.replaceChildren(
@@ -1065,7 +1081,12 @@ class Workspace {
       const b = node.querySelector('[data-action="regenerate"]');
       if (!b) continue;
       const m = this.transcript.byId.get(id);
-      b.hidden = Boolean(streaming) || !m || m.streaming || (lastReply && lastReply.id !== id && m.finishReason !== "error" && !m.interrupted);
+      b.hidden =
+        Boolean(streaming) ||
+        !m ||
+        m.streaming ||
+        this.transcript.answeredAgain(m) ||
+        (lastReply && lastReply.id !== id && m.finishReason !== "error" && !m.interrupted);
     }
     const notes = [];
     if (this.activityNote) notes.push(this.activityNote);
