@@ -74,6 +74,7 @@ from actorchat.errors import (
     ActorchatError,
     ConfigurationError,
     ConversationCrashed,
+    ConversationFailed,
     Forbidden,
     InvalidRequest,
     NotFound,
@@ -422,7 +423,15 @@ class ChatSystem:
 
     def get_conversation(self, cid: str, *, owner: str | None = None) -> Conversation:
         """A conversation's settings and counters (``Forbidden`` for another owner)."""
-        conv: Conversation = self._ask(str(cid), GetInfo())
+        try:
+            conv: Conversation = self._ask(str(cid), GetInfo())
+        except ConversationFailed:
+            # A failed conversation stays readable: its record is in the store.
+            assert self.store is not None
+            stored = self.store.get_conversation(str(cid))
+            if stored is None:
+                raise
+            conv = stored
         if owner is not None and conv.owner != str(owner):
             raise Forbidden(f"conversation {cid!r} belongs to another user")
         return conv
@@ -605,7 +614,13 @@ class ChatSystem:
 
     def get_history(self, cid: str, limit: int | None = None) -> list[Message]:
         """The conversation's messages in turn order (completed ones only)."""
-        result: list[Message] = self._ask(str(cid), GetHistory(limit))
+        try:
+            result: list[Message] = self._ask(str(cid), GetHistory(limit))
+        except ConversationFailed:
+            # A failed conversation stays readable: its history is in the store.
+            assert self.store is not None
+            stored = self.store.messages(str(cid), None, None, False)
+            result = stored if limit is None else stored[-limit:] if limit else []
         return result
 
     def messages(

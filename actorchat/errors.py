@@ -139,8 +139,13 @@ class ConversationError(ActorchatError):
 class ConversationFailed(ConversationError):
     """The conversation crashed more often than its restart intensity allows.
 
-    It stays failed; its history can still be read from the store.
+    It stays failed; its history can still be read from the store. A request
+    that needs it running is refused (409: the conversation's state, not the
+    request, is at fault).
     """
+
+    code = "CONVERSATION_FAILED"
+    http_status = 409
 
 
 class ConversationCrashed(ConversationError):

@@ -467,3 +467,33 @@ def test_a_truncated_chunked_body_is_one_warning_line(tmp_path: Path) -> None:
     message = record.getMessage()
     assert re.search("EOF before chunk end|reset", message) and "127.0.0.1" in message
     assert "socket" not in message and "\n" not in message
+
+
+def test_a_failed_conversation_stays_readable_and_refuses_writes_with_409(tmp_path: Path) -> None:
+    with running_server(tmp_path, mock_tokens=6, max_restarts=1) as srv:
+        api = Api(srv)
+        cid = api.post("/api/v1/conversations", json={"title": "doomed"}).json()["id"]
+        c = Client(srv)
+        c.send("join_conversation", {"conversation_id": cid})
+        c.expect("conversation_joined")
+        assert api.put("/api/v1/admin/faults", json={"mock_crash_rate": 1}).status_code == 200
+        c.send("send_message", {"conversation_id": cid, "content": "crash me"})
+        # Every answer crashes it; past one restart it is failed.
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            states = api.get("/api/v1/admin/conversations?state=failed").json()
+            if {"id": cid, "state": "failed"} in states["conversations"]:
+                break
+        else:
+            raise AssertionError("the conversation never failed")
+        api.put("/api/v1/admin/faults", json={"mock_crash_rate": 0})
+        r = api.get(f"/api/v1/conversations/{cid}")
+        assert r.status_code == 200 and r.json()["title"] == "doomed"
+        r = api.get(f"/api/v1/conversations/{cid}/messages")
+        assert r.status_code == 200
+        assert [m["content"] for m in r.json()["messages"]][:1] == ["crash me"]
+        r = api.post(f"/api/v1/conversations/{cid}/messages", json={"content": "hello?"})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "CONVERSATION_FAILED"
+        rid = c.send("send_message", {"conversation_id": cid, "content": "anyone?"})
+        err = c.expect("error", lambda f: f.get("reply_to") == rid)
+        assert err["data"]["code"] == "CONVERSATION_FAILED"
