@@ -121,6 +121,8 @@ class StreamComplete(Event):
 
     ``finish_reason`` is ``stop``, ``length``, ``cancelled`` or ``error``;
     ``message`` is the assistant message as stored (None if none was).
+    ``superseded``: a crash interrupted it, and its user message is answered
+    again (the text shown so far is kept as an earlier version).
     """
 
     type: ClassVar[str] = "stream_complete"
@@ -129,14 +131,18 @@ class StreamComplete(Event):
     usage: Usage
     finish_reason: str
     message: Message | None = None
+    superseded: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "message_id": self.message_id,
             "conversation_id": self.conversation_id,
             "usage": self.usage.to_dict(),
             "finish_reason": self.finish_reason,
         }
+        if self.superseded:
+            out["superseded"] = True
+        return out
 
 
 @dataclass(slots=True)

@@ -147,3 +147,22 @@ def test_without_message_id_after_index_applies_to_the_reply_in_progress(
         rest = old.until("stream_complete")
         assert _indices(rest, reply_id)[0] == 4
         assert not [f for f in rest if f["type"] == "stream_complete"][:-1]
+
+
+def test_a_client_that_stayed_sees_the_interrupted_reply_superseded_too(tmp_path: Path) -> None:
+    with running_server(tmp_path, **SLOW) as srv:
+        writer = Client(srv)
+        cid = writer.create()
+        reply_id = _start_reply(writer, cid, 3)
+        token = dev_token(srv, "alice")
+        requests.post(
+            f"{srv.url}/api/v1/admin/kill",
+            json={"conversation_ids": [cid]},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=WAIT,
+        )
+        end = writer.expect("stream_complete", lambda f: f["data"]["message_id"] == reply_id)
+        assert end["data"]["finish_reason"] == "error" and end["data"]["superseded"] is True
+        # A normal end says nothing of the kind.
+        new = writer.expect("stream_complete")
+        assert new["data"]["finish_reason"] == "stop" and "superseded" not in new["data"]

@@ -695,7 +695,7 @@ class ConversationActor(GreenletActor):
                 gen.id,
             )
         )
-        bus.publish(StreamComplete(core.info.id, gen.id, usage, "error", None))
+        bus.publish(StreamComplete(core.info.id, gen.id, usage, "error", None, superseded=True))
 
     def _on_crash(self, reason: str) -> None:
         """Hand everything in flight to the supervisor, which restarts us."""
