@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 
 from actorchat import ChatSystem, load_config  # noqa: E402
 from actorchat.config import Config  # noqa: E402
+from tests.pg_support import pg_cluster, pg_url  # noqa: E402, F401 - fixtures
 
 
 def make_config(tmp_path: Path, **overrides: Any) -> Config:
