@@ -375,7 +375,7 @@ def test_an_unreachable_model_is_reported_but_never_gates_readiness(tmp_path: Pa
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["status"] == "ready" and body["draining"] is False
-        assert body["checks"] == {"store": True}
+        assert body["checks"] == {"store": True, "schema": 2}  # the SQLite schema's version
         assert body["models"] == {"mock": True, "remote": False}
 
 

@@ -64,6 +64,7 @@ HTTP_STATUS: dict[str, int] = {
     "OVERLOADED": 503,
     "PROVIDER_ERROR": 502,
     "TIMEOUT": 504,
+    "CONVERSATION_MOVED": 409,
     "INTERNAL_ERROR": 500,
 }
 
@@ -199,9 +200,10 @@ def make_api(ctx: ServerContext) -> Blueprint:
             except Exception:  # noqa: BLE001
                 models[name] = False
         ready = all(checks.values()) and not ctx.draining and chat.started
+        schema = chat.store.schema_version() if chat.store is not None else None
         body: dict[str, Any] = {
             "status": "ready" if ready else "unavailable",
-            "checks": checks,
+            "checks": {**checks, "schema": schema},
             "models": models,
             "draining": ctx.draining,
         }

@@ -18,6 +18,16 @@ from actorchat.stores._sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from actorchat.config import Config
+    from actorchat.stores._postgres import PostgresStore
+
+
+def __getattr__(name: str) -> object:
+    # PostgresStore imports psycopg, an optional dependency: only when asked for.
+    if name == "PostgresStore":
+        from actorchat.stores._postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: Where the SQLite store keeps its file, inside the data dir.
 SQLITE_FILE = "actorchat.sqlite3"
@@ -65,6 +75,7 @@ register_store(
 __all__ = [
     "SQLITE_FILE",
     "MemoryStore",
+    "PostgresStore",
     "SQLiteStore",
     "Store",
     "StoreKind",
