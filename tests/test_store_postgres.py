@@ -388,3 +388,66 @@ def test_the_server_reports_the_schema_version(pg_cluster: Cluster, tmp_path: Pa
         body = requests.get(f"{srv.url}/readyz", timeout=WAIT).json()
         assert body["checks"] == {"store": True, "schema": 2}
         assert json.dumps(body).count(pg_cluster.password) == 0
+
+
+def _migrate(source: Path, url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "actorchat", "migrate", "--from", f"sqlite:{source}", "--to", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
+
+
+def test_migrate_from_sqlite_copies_everything_once(pg_cluster: Cluster, tmp_path: Path) -> None:
+    from actorchat import ChatSystem
+    from actorchat.stores import SQLiteStore
+    from tests.conftest import make_config
+
+    with ChatSystem(make_config(tmp_path)) as chat:
+        cids = [chat.start_conversation(title=f"t{i}") for i in range(5)]
+        for cid in cids:
+            chat.send_message(cid, "hello \x00 there", timeout=WAIT)
+        chat.regenerate(cids[0], wait=True)  # an earlier version to copy too
+    data = tmp_path / "data"
+    schema = pg_cluster.new_schema()
+    url = pg_cluster.url(schema)
+    out = _migrate(data, url)
+    assert out.returncode == 0, out.stderr
+    assert "verified: 5 conversations and 11 messages" in out.stdout
+    assert "messages: 11 / 11 (100%)" in out.stderr
+    # Interrupted half way (some rows missing), then run again: finished, no duplicates.
+    pg_cluster.sql("DELETE FROM messages WHERE seq > 4", schema)
+    again = _migrate(data, url)
+    assert again.returncode == 0 and "verified: 5 conversations and 11 messages" in again.stdout
+    assert pg_cluster.sql("SELECT COUNT(*) FROM messages", schema) == [(11,)]
+    src = SQLiteStore(data / "actorchat.sqlite3")
+    src.open()
+    dst = store(url)
+    try:
+        assert dst.list_conversations(None, 100) == src.list_conversations(None, 100)
+        for cid in cids:
+            assert dst.messages(cid, versions=True) == src.messages(cid, versions=True)
+            assert dst.load(cid) == src.load(cid)
+    finally:
+        src.close()
+        dst.close()
+
+
+def test_migrate_errors_are_one_line_without_the_password(
+    pg_cluster: Cluster, tmp_path: Path
+) -> None:
+    from actorchat.stores import SQLiteStore
+
+    s = SQLiteStore(tmp_path / "actorchat.sqlite3")
+    s.open()
+    s.close()
+    dead = f"postgresql://u:hunter2secret@127.0.0.1:{free_port()}/db"
+    out = _migrate(tmp_path, dead)
+    assert out.returncode == 1
+    assert out.stderr.startswith("actorchat: cannot open PostgreSQL store")
+    assert "hunter2secret" not in out.stderr and "Traceback" not in out.stderr
+    missing = _migrate(tmp_path / "nowhere", pg_cluster.url())
+    assert missing.returncode == 1 and "no SQLite store at" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1

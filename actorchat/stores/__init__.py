@@ -29,6 +29,7 @@ def __getattr__(name: str) -> object:
         return PostgresStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 #: Where the SQLite store keeps its file, inside the data dir.
 SQLITE_FILE = "actorchat.sqlite3"
 
