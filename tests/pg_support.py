@@ -79,7 +79,8 @@ class Cluster:
                 pwd.getpwnam(owner)
             except KeyError:
                 owner = "nobody"
-            self._runas = ["runuser", "-u", owner, "--"]
+            runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+            self._runas = [runuser, "-u", owner, "--"]
             info = pwd.getpwnam(owner)
             os.chown(self.dir, info.pw_uid, info.pw_gid)
         pwfile = self.dir / "pwfile"
@@ -185,6 +186,11 @@ def cluster_or_reason() -> Cluster | str:
                 except Exception as exc:
                     _cluster = f"could not start a throwaway PostgreSQL: {exc}"
     return _cluster
+
+
+def missing_reason() -> str | None:
+    """Why the PostgreSQL tests were skipped in this run (None: they ran, or were not asked for)."""
+    return _cluster if isinstance(_cluster, str) else None
 
 
 def stop_cluster() -> None:
