@@ -154,6 +154,26 @@ def test_a_stale_owner_is_fenced_and_nothing_interleaves(pg_url: str) -> None:
     new.close()
 
 
+def test_loading_a_conversation_takes_it_over(pg_url: str) -> None:
+    old, new = store(pg_url), store(pg_url)
+    old.create_conversations([Conversation("c", "u")])
+    old.append_message(msg("c", "u1", 1))
+    loaded = new.load("c")  # a restart in the newer process
+    assert loaded is not None and [m.id for m in loaded[1]] == ["u1"]
+    with pytest.raises(Fenced):
+        old.append_message(msg("c", "u2", 2))
+    # The older one may still look (a load that cannot take over reads, and
+    # its writes are refused), and a reader that only looks claims nothing.
+    assert old.load("c") is not None and old.load_many(["c"])
+    reader = store(pg_url, claim_on_load=False)
+    assert reader.load("c") is not None
+    new.append_message(msg("c", "u2", 2))
+    with pytest.raises(Fenced):
+        old.append_message(msg("c", "u3", 3))
+    for s in (old, new, reader):
+        s.close()
+
+
 def test_two_processes_racing_for_one_conversation(pg_cluster: Cluster) -> None:
     schema = pg_cluster.new_schema()
     url = pg_cluster.url(schema)

@@ -31,8 +31,10 @@ a sequence at ``open``) unless ``set_epoch`` gave that conversation its own
 (what a cluster layer does when it places a conversation). A write whose
 epoch is older than the row's is refused with ``actorchat.errors.Fenced``,
 and a newer one takes the row over, so a stale owner can never append
-between the new owner's writes. ``claim`` takes a conversation over before
-its history is loaded. A store only one process can open (SQLite keeps a
+between the new owner's writes. ``claim`` takes conversations over (a
+store shared by processes does it in ``load`` and ``load_many`` as well:
+loading is how a conversation starts in a process, and its history must
+hold every message of the owner before). A store only one process can open (SQLite keeps a
 lock file) or that no other process sees (memory) ignores epochs: the
 defaults here do.
 """

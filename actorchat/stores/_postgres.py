@@ -254,6 +254,8 @@ class PostgresStore(Store):
         epoch: the owner epoch of this store's writes; None takes a new one
             from the database's sequence at ``open``.
         timeout: seconds to wait for a connection before a call fails.
+        claim_on_load: ``load`` and ``load_many`` take the conversations
+            over first (False: a reader that only looks).
     """
 
     callbacks_never_wait = True  # the *_async methods only queue for the writer
@@ -266,7 +268,9 @@ class PostgresStore(Store):
         pool_size: int = 10,
         epoch: int | None = None,
         timeout: float = 10.0,
+        claim_on_load: bool = True,
     ) -> None:
+        self.claim_on_load = claim_on_load
         self.url = url
         self.pool_size = pool_size
         self.timeout = timeout
@@ -408,7 +412,7 @@ class PostgresStore(Store):
         return 0 if epoch is None else epoch
 
     def claim(self, conversation_ids: Sequence[str]) -> None:
-        self._call(_CLAIM, "", list(conversation_ids))
+        self._call(_CLAIM, "", ({cid: self._epoch_of(cid) for cid in conversation_ids}, True))
 
     # -- the writer -----------------------------------------------------
 
@@ -608,11 +612,11 @@ class PostgresStore(Store):
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_EPOCH_LOCKS, _lock_key(old)))
 
     @staticmethod
-    def _fenced(op: _Op, owners: _Owners, cid: str) -> Fenced | None:
+    def _fenced(epoch: int, owners: _Owners, cid: str) -> Fenced | None:
         current = owners.get(cid)
-        if current is not None and op.epoch < current:
+        if current is not None and epoch < current:
             return Fenced(
-                f"conversation {cid} is owned by a newer process (epoch {current} > {op.epoch})"
+                f"conversation {cid} is owned by a newer process (epoch {current} > {epoch})"
             )
         return None
 
@@ -634,7 +638,7 @@ class PostgresStore(Store):
         self._lock(conn, wanted, owners)
         rows: list[int] = []
         for k in range(start, stop):
-            fenced = self._fenced(batch[k], owners, batch[k].cid)
+            fenced = self._fenced(batch[k].epoch, owners, batch[k].cid)
             if fenced is not None:
                 out[k] = (False, fenced)
             else:
@@ -658,15 +662,21 @@ class PostgresStore(Store):
         with it, a lock would be gone while ``owners`` still counted on it.
         """
         try:
-            if op.kind != _CREATE:
-                cids = op.args if op.kind == _CLAIM else [op.cid]
-                self._lock(conn, dict.fromkeys(cids, op.epoch), owners)
-                for cid in cids:
-                    fenced = self._fenced(op, owners, cid)
-                    if fenced is not None:
-                        return (False, fenced)
             if op.kind == _CLAIM:
+                # args: ({id: epoch}, strict); not strict (a load) reads what
+                # a newer owner holds, and its writes will be refused.
+                epochs, strict = op.args
+                self._lock(conn, epochs, owners)
+                for cid, epoch in epochs.items():
+                    fenced = self._fenced(epoch, owners, cid)
+                    if fenced is not None and strict:
+                        return (False, fenced)
                 return (True, None)
+            if op.kind != _CREATE:
+                self._lock(conn, {op.cid: op.epoch}, owners)
+                fenced = self._fenced(op.epoch, owners, op.cid)
+                if fenced is not None:
+                    return (False, fenced)
             with conn.transaction():
                 return (True, self._apply(conn, op, owners))
         except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
@@ -760,7 +770,15 @@ class PostgresStore(Store):
     def load_many(
         self, conversation_ids: Sequence[str]
     ) -> dict[str, tuple[Conversation, list[Message]]]:
+        """Take the conversations over (``claim_on_load``), then read them.
+
+        Loading is how a conversation starts in a process: taken over first,
+        it reads every message an older owner committed, and that owner's
+        writes after are refused, so the turns it numbers next are free.
+        """
         ids = sorted(set(conversation_ids))
+        if self.claim_on_load and ids:
+            self._call(_CLAIM, "", ({cid: self._epoch_of(cid) for cid in ids}, False))
 
         def run(conn: psycopg.Connection[Any]) -> dict[str, tuple[Conversation, list[Message]]]:
             out: dict[str, tuple[Conversation, list[Message]]] = {}
