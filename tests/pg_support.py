@@ -217,6 +217,22 @@ def pg_url(pg_cluster: Cluster) -> str:
     return pg_cluster.url(pg_cluster.new_schema())
 
 
+#: The durable stores a system or server test may be parametrised over.
+STORES = ["sqlite", "postgres"]
+
+
+def store_settings(request: Any, kind: str) -> dict[str, Any]:
+    """Config overrides for ``kind``: PostgreSQL in a fresh schema of the run's cluster.
+
+    Asks for the session's ``pg_cluster`` fixture only for PostgreSQL, so that
+    without it only those parameters are skipped.
+    """
+    if kind != "postgres":
+        return {"store": kind}
+    cluster = request.getfixturevalue("pg_cluster")
+    return {"store": "postgres", "database_url": cluster.url(cluster.new_schema())}
+
+
 def wait_until(pred: Any, timeout: float = 30.0, step: float = 0.05) -> bool:
     """Poll ``pred`` until true or ``timeout`` (for other processes' progress only)."""
     deadline = time.monotonic() + timeout

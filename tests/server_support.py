@@ -43,22 +43,6 @@ def server_config(tmp_path: Path, **overrides: Any) -> Any:
     return load_config(env={}, **settings)
 
 
-#: The durable stores a server test may be parametrised over.
-STORES = ["sqlite", "postgres"]
-
-
-def store_settings(request: Any, kind: str) -> dict[str, Any]:
-    """Settings for a server on ``kind``: PostgreSQL in a fresh schema of the run's cluster.
-
-    Asks for the session's ``pg_cluster`` fixture only for PostgreSQL, so that
-    without it only those parameters are skipped.
-    """
-    if kind != "postgres":
-        return {"store": kind}
-    cluster = request.getfixturevalue("pg_cluster")
-    return {"store": "postgres", "database_url": cluster.url(cluster.new_schema())}
-
-
 #: Clients still open, by server: closed before their server stops, as a
 #: browser closes its tabs, so that shutdown does not wait for silent peers.
 _clients: dict[int, list[Client]] = {}

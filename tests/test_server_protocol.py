@@ -20,15 +20,8 @@ import requests
 from actorchat import ModelConfig
 from actorchat.server import Server
 from actorchat.testing import Behavior, FakeOpenAIServer
-from tests.server_support import (
-    STORES,
-    WAIT,
-    Client,
-    dev_token,
-    reply_of,
-    running_server,
-    store_settings,
-)
+from tests.pg_support import STORES, store_settings
+from tests.server_support import WAIT, Client, dev_token, reply_of, running_server
 
 SECRET = "test-secret-0123456789-0123456789"
 
