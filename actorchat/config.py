@@ -66,8 +66,9 @@ class Config:
     data_dir: Path = Path("actorchat-data")
     store: str = "sqlite"
     sqlite_synchronous: str = "NORMAL"
-    #: ``store = "postgres"``: a libpq URL (``postgresql://user@host:5432/db``).
-    database_url: str = ""
+    #: ``store = "postgres"``: a libpq URL (``postgresql://user@host:5432/db``);
+    #: left out of ``repr``: it may hold the password.
+    database_url: str = field(default="", repr=False)
     #: A file holding the database password (else the URL's, or ``PGPASSWORD``).
     database_password_file: str = ""
     database_pool_size: int = 10
