@@ -471,3 +471,36 @@ def test_migrate_errors_are_one_line_without_the_password(
     missing = _migrate(tmp_path / "nowhere", pg_cluster.url())
     assert missing.returncode == 1 and "no SQLite store at" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_a_write_in_flight_when_its_connection_dies_fails_and_the_next_goes_through(
+    pg_cluster: Cluster,
+) -> None:
+    import psycopg
+    from gevent.event import AsyncResult
+
+    schema = pg_cluster.new_schema()
+    s = store(pg_cluster.url(schema))
+    s.create_conversations([Conversation("c", "u")])
+    outcome: AsyncResult[object] = AsyncResult()
+    # Hold the writer inside its transaction: the table is locked elsewhere.
+    with psycopg.connect(pg_cluster.url(schema)) as blocker:
+        blocker.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        s.append_message_async(msg("c", "doomed", 1), outcome.set)
+
+        def writer_pid() -> list[tuple[Any, ...]]:
+            return pg_cluster.sql(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE 'COPY messages%%'"
+            )
+
+        assert wait_until(lambda: bool(writer_pid()), WAIT)
+        pg_cluster.sql("SELECT pg_terminate_backend(%s)", None, writer_pid()[0][0])
+        error = outcome.get(timeout=WAIT)
+        blocker.rollback()
+    assert isinstance(error, StoreError) and "Traceback" not in str(error)
+    assert pg_cluster.password not in str(error)
+    # Not acknowledged, not stored; the pool replaced the connection.
+    s.append_message(msg("c", "next", 2))
+    assert [m.id for m in s.messages("c")] == ["next"]
+    s.close()
