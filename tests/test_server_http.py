@@ -20,12 +20,18 @@ from gevent.event import Event as GEvent
 
 from actorchat import ModelConfig, StreamComplete
 from actorchat.server import Server
+from tests.pg_support import STORES, store_settings
 from tests.server_support import WAIT, Client, dev_token, free_port, running_server
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("http"), rate_limit_messages=1000) as srv:
+@pytest.fixture(scope="module", params=STORES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    settings = store_settings(request, request.param)
+    with running_server(
+        tmp_path_factory.mktemp("http"), rate_limit_messages=1000, **settings
+    ) as srv:
         yield srv
 
 
