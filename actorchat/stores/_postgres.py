@@ -364,7 +364,7 @@ class PostgresStore(Store):
                 version = int(row[0])
             for number, script in enumerate(MIGRATIONS, start=1):
                 if number > version:
-                    conn.execute(script.encode())
+                    conn.execute(script)
             if version > len(MIGRATIONS):
                 # A newer actorchat migrated this database; what this one
                 # writes is still understood by it (migrations only add).
