@@ -467,6 +467,7 @@ def test_migrate_errors_are_one_line_without_the_password(
     out = _migrate(tmp_path, dead)
     assert out.returncode == 1
     assert out.stderr.startswith("actorchat: cannot open PostgreSQL store")
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "hunter2secret" not in out.stderr and "Traceback" not in out.stderr
     missing = _migrate(tmp_path / "nowhere", pg_cluster.url())
     assert missing.returncode == 1 and "no SQLite store at" in missing.stderr

@@ -74,7 +74,7 @@ def migrate_sqlite_to_postgres(
                 with psycopg.connect(url, **kwargs) as conn:
                     return _copy(db, conn, progress or (lambda *_: None))
             except psycopg.Error as exc:
-                detail = scrub(str(exc).strip(), secrets)
+                detail = scrub(" ".join(str(exc).split()), secrets)
                 raise StoreError(f"copying into {redact(url)} failed: {detail}") from None
             except sqlite3.Error as exc:
                 raise StoreError(f"reading {path} failed: {exc}") from None

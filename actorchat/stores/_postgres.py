@@ -308,7 +308,8 @@ class PostgresStore(Store):
         return f"PostgresStore({redact(self.url)!r})"
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
-        detail = str(exc).strip() or type(exc).__name__
+        # One line: libpq adds hints on lines of their own.
+        detail = " ".join(str(exc).split()) or type(exc).__name__
         return StoreError(scrub(f"{what}: {detail}", self._secrets))
 
     # -- life cycle -----------------------------------------------------
