@@ -505,3 +505,28 @@ def test_a_write_in_flight_when_its_connection_dies_fails_and_the_next_goes_thro
     s.append_message(msg("c", "next", 2))
     assert [m.id for m in s.messages("c")] == ["next"]
     s.close()
+
+
+def test_a_client_of_the_older_server_is_told_the_conversation_moved(
+    pg_cluster: Cluster, tmp_path: Path
+) -> None:
+    url = pg_cluster.url(pg_cluster.new_schema())
+    with (
+        running_server(tmp_path / "a", store="postgres", database_url=url) as older,
+        running_server(tmp_path / "b", store="postgres", database_url=url) as newer,
+    ):
+        a = Client(older)
+        cid = a.create()
+        a.send("send_message", {"conversation_id": cid, "content": "on the older one"})
+        a.expect("stream_complete")
+        b = Client(newer)
+        b.send("send_message", {"conversation_id": cid, "content": "on the newer one"})
+        b.expect("stream_complete")
+        rid = a.send("send_message", {"conversation_id": cid, "content": "too late"})
+        err = a.expect("error", lambda f: f.get("reply_to") == rid)["data"]
+        assert err["code"] == "CONVERSATION_MOVED", err
+        assert "Traceback" not in err["message"]
+        rid = b.send("join_conversation", {"conversation_id": cid})
+        joined = b.expect("conversation_joined", lambda f: f.get("reply_to") == rid)
+        contents = [m["content"] for m in joined["data"]["messages"] if m["message_type"] == "user"]
+        assert contents == ["on the older one", "on the newer one"]
