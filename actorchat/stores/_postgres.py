@@ -18,15 +18,12 @@ Fencing (see ``actorchat.stores._base``): every write transaction reads the
 owner epochs of the conversations it touches, takes over those older than
 its own, and refuses with ``Fenced`` the writes where the row's is newer. A
 stale process's transaction in flight either commits before the new
-owner's takeover ends (which waits for it: ``PostgresStore._lock``) or is
-refused after it: its writes never interleave with the new owner's.
+owner's takeover ends (which waits for it) or is refused after it: its
+writes never interleave with the new owner's (``_pg_fencing.py``).
 
-Schema changes are numbered (``MIGRATIONS``, the same logical model as the
-SQLite store's) and applied at ``open`` under an advisory lock, so that many
-processes starting at once migrate once.
-
-Message content is stored as UTF-8 in a ``BYTEA``: a PostgreSQL ``TEXT``
-cannot hold the NUL character, which a message may.
+Schema changes are numbered (``_pg_schema.MIGRATIONS``, the same logical
+model as the SQLite store's) and applied at ``open`` under an advisory lock,
+so that many processes starting at once migrate once.
 
 A password (in the URL, ``database_password_file`` or ``PGPASSWORD``) is
 scrubbed from every error message this module raises or logs.
@@ -47,119 +44,34 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from actorchat._gevent import yielding
-from actorchat._records import Conversation, Message, Usage
-from actorchat.errors import Fenced, StoreError
+from actorchat._records import Conversation, Message
+from actorchat.errors import StoreError
 from actorchat.stores._base import Done, Store
+from actorchat.stores._pg_fencing import Checked, EpochGuard, fenced
+from actorchat.stores._pg_schema import (
+    CONV_COLS,
+    CONV_SELECT,
+    COPY_CONVERSATIONS,
+    COPY_MESSAGES,
+    MSG_COLS,
+    ORDER,
+    ORDER_DESC,
+    conv_from_row,
+    message_from_row,
+    message_row,
+    migrate,
+)
 from actorchat.stores._redact import redact, scrub
 
-__all__ = ["MIGRATIONS", "PostgresStore"]
+__all__ = ["PostgresStore"]
 
 log = logging.getLogger("actorchat.store")
 
-#: Each entry upgrades the schema by one version (``actorchat_schema.version``).
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE conversations (
-        seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
-        id TEXT PRIMARY KEY,
-        owner TEXT NOT NULL,
-        title TEXT NOT NULL DEFAULT '',
-        model TEXT NOT NULL DEFAULT '',
-        system_prompt TEXT NOT NULL DEFAULT '',
-        created_at DOUBLE PRECISION NOT NULL,
-        updated_at DOUBLE PRECISION NOT NULL
-    );
-    CREATE INDEX conversations_owner ON conversations (owner, seq);
-    CREATE TABLE messages (
-        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        conversation_id TEXT NOT NULL,
-        turn INTEGER NOT NULL,
-        role TEXT NOT NULL,
-        content BYTEA NOT NULL,
-        sender_id TEXT NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL,
-        prompt_tokens BIGINT,
-        completion_tokens BIGINT,
-        usage_estimated BOOLEAN NOT NULL DEFAULT FALSE,
-        finish_reason TEXT,
-        model TEXT,
-        superseded BOOLEAN NOT NULL DEFAULT FALSE
-    );
-    -- history order straight from the index: user before assistant is role DESC
-    CREATE INDEX messages_order ON messages (conversation_id, turn, role DESC, seq);
-    """,
-    # 2: fenced ownership. Epochs come from a sequence, so a process opened
-    # later always outranks the ones before it.
-    """
-    ALTER TABLE conversations ADD COLUMN owner_epoch BIGINT NOT NULL DEFAULT 0;
-    CREATE SEQUENCE owner_epochs;
-    -- How many takeovers moved conversations away from each epoch: its
-    -- owner reads one row per transaction instead of re-checking every row.
-    CREATE TABLE epoch_fences (epoch BIGINT PRIMARY KEY, moved BIGINT NOT NULL);
-    """,
-)
-
-# Any constant the migrating processes agree on: "actorchat" in ASCII.
-_MIGRATION_LOCK = 0x6163746F72636861
-
-_CONV_COLS = "id, owner, title, model, system_prompt, created_at, updated_at"
-# Counters are derived on read, so that appending a message is one row
-# written (the hot path), as in the SQLite store.
-_CONV_SELECT = (
-    "SELECT c.id, c.owner, c.title, c.model, c.system_prompt, c.created_at, "
-    "GREATEST(c.updated_at, COALESCE((SELECT MAX(m.created_at) FROM messages m "
-    "WHERE m.conversation_id = c.id), 0)), "
-    "(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id AND NOT m.superseded) "
-    "FROM conversations c"
-)
-_MSG_COLS = (
-    "id, conversation_id, role, content, sender_id, created_at, turn, prompt_tokens, "
-    "completion_tokens, usage_estimated, finish_reason, model, superseded"
-)
-_ORDER = "turn, role DESC, seq"
-_ORDER_DESC = "turn DESC, role ASC, seq DESC"
-_COPY_MESSAGES = f"COPY messages ({_MSG_COLS}) FROM STDIN"
-_COPY_CONVERSATIONS = f"COPY conversations ({_CONV_COLS}, owner_epoch) FROM STDIN"
 #: Ids per statement of ``load_many`` (bounded memory per round trip).
 _CHUNK = 2000
 #: Attempts of a batch that lost a deadlock or serialization race (nothing
 #: of it was committed, so running it again is safe).
 _RACE_ATTEMPTS = 3
-
-
-# -- rows ------------------------------------------------------------------
-
-
-def _message_row(m: Message) -> tuple[Any, ...]:
-    u = m.usage
-    return (
-        m.id,
-        m.conversation_id,
-        m.role,
-        m.content.encode("utf-8", "surrogatepass"),
-        m.sender_id,
-        m.created_at,
-        m.turn,
-        None if u is None else u.prompt_tokens,
-        None if u is None else u.completion_tokens,
-        False if u is None else u.estimated,
-        m.finish_reason,
-        m.model,
-        m.superseded,
-    )
-
-
-def _msg(row: Sequence[Any]) -> Message:
-    (mid, cid, role, content, sender, created, turn, pt, ct, est, finish, model, sup) = row
-    usage = None if pt is None else Usage(pt, ct or 0, bool(est))
-    text = bytes(content).decode("utf-8", "surrogatepass")
-    return Message(mid, cid, role, text, sender, created, turn, usage, finish, model, bool(sup))
-
-
-def _conv(row: Sequence[Any]) -> Conversation:
-    cid, owner, title, model, prompt, created, updated, count = row
-    return Conversation(cid, owner, title, model, prompt, created, updated, count)
 
 
 # -- the queue -------------------------------------------------------------
@@ -186,55 +98,6 @@ class _Op:
         self.args = args
         self.done = done
         self.result: AsyncResult[Any] | None = None if done is not None else AsyncResult()
-
-
-class _Owners(dict[str, int | None]):
-    """What a transaction checked: each conversation's owner epoch (None: no such row).
-
-    Once checked, an epoch holds until the commit: a newer owner's takeover
-    waits for this transaction (see ``PostgresStore._lock``).
-    """
-
-    __slots__ = ("deleted", "fences", "guarded", "trusted")
-
-    def __init__(self, known: dict[str, int]) -> None:
-        super().__init__()
-        #: Epochs whose shared advisory lock this transaction holds.
-        self.guarded: set[int] = set()
-        #: ``epoch_fences`` as this transaction read it.
-        self.fences: dict[int, int] = {}
-        #: Known ids whose epoch no takeover has moved (a lazy view: all
-        #: known, minus those of an epoch whose fence moved).
-        self.trusted: _AllBut = _AllBut(known)
-        #: Conversations this transaction deleted.
-        self.deleted: set[str] = set()
-
-
-class _AllBut:
-    """Membership in ``known`` minus what was taken out (no copy of ``known``)."""
-
-    __slots__ = ("known", "out")
-
-    def __init__(self, known: dict[str, int]) -> None:
-        self.known = known
-        self.out: set[str] = set()
-
-    def __contains__(self, cid: object) -> bool:
-        return cid in self.known and cid not in self.out
-
-    def difference_update(self, cids: list[str]) -> None:
-        self.out.update(cids)
-
-
-#: Known owner epochs kept at most (then forgotten and checked again).
-_KNOWN_MAX = 1_000_000
-#: First key of the epochs' advisory locks ("acts"), apart from other users' keys.
-_EPOCH_LOCKS = 0x61637473
-
-
-def _lock_key(epoch: int) -> int:
-    # The second key is an int4: epochs wrap (a collision only makes one wait longer).
-    return epoch % 0x7FFFFFFF
 
 
 def _ignore(error: StoreError | None) -> None:
@@ -277,12 +140,7 @@ class PostgresStore(Store):
         self._fixed_epoch = epoch
         self.epoch: int | None = epoch
         self._epochs: dict[str, int] = {}
-        # Owner epochs seen in committed transactions: id -> the row's epoch,
-        # trusted while ``epoch_fences`` says no takeover moved rows away
-        # from that epoch since (``_seen_fences``); a newer epoch than ours
-        # stays newer, so those entries need no check.
-        self._known: dict[str, int] = {}
-        self._seen_fences: dict[int, int] = {}
+        self._guard = EpochGuard()
         self._kwargs: dict[str, Any] = {"autocommit": True}
         if password is not None:
             self._kwargs["password"] = password
@@ -321,7 +179,7 @@ class PostgresStore(Store):
         try:
             timeout = max(1, int(self.timeout))
             with psycopg.connect(self.url, connect_timeout=timeout, **self._kwargs) as conn:
-                self._migrate(conn)
+                self._schema = migrate(conn)
                 if self._fixed_epoch is None:
                     row = conn.execute("SELECT nextval('owner_epochs')").fetchone()
                     assert row is not None
@@ -352,31 +210,6 @@ class PostgresStore(Store):
 
     def _reconnect_failed(self, _pool: ConnectionPool[Any]) -> None:
         log.warning("store: cannot reconnect to PostgreSQL %s", redact(self.url))
-
-    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            conn.execute("CREATE TABLE IF NOT EXISTS actorchat_schema (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT version FROM actorchat_schema").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO actorchat_schema VALUES (0)")
-                version = 0
-            else:
-                version = int(row[0])
-            for number, script in enumerate(MIGRATIONS, start=1):
-                if number > version:
-                    conn.execute(script)
-            if version > len(MIGRATIONS):
-                # A newer actorchat migrated this database; what this one
-                # writes is still understood by it (migrations only add).
-                log.warning(
-                    "store: schema version %d is newer than this actorchat's %d",
-                    version,
-                    len(MIGRATIONS),
-                )
-            else:
-                conn.execute("UPDATE actorchat_schema SET version = %s", (len(MIGRATIONS),))
-            self._schema = max(version, len(MIGRATIONS))
 
     def close(self) -> None:
         if self._pool is None:
@@ -506,7 +339,7 @@ class PostgresStore(Store):
 
     def _run_tx(self, conn: psycopg.Connection[Any], batch: list[_Op]) -> list[tuple[bool, Any]]:
         out: list[tuple[bool, Any]] = [(True, None)] * len(batch)
-        owners = _Owners(self._known)
+        owners = self._guard.begin()
         with conn.transaction():
             i, n = 0, len(batch)
             while i < n:
@@ -521,105 +354,8 @@ class PostgresStore(Store):
                 if op.kind != _MARK:
                     out[i] = self._one(conn, op, owners)
                 i += 1
-        # Committed: what this transaction checked is now known.
-        for cid, epoch in owners.items():
-            if epoch is not None:
-                self._known[cid] = epoch
-        for cid in owners.deleted:
-            self._known.pop(cid, None)
-        self._seen_fences.update(owners.fences)
-        if len(self._known) > _KNOWN_MAX:
-            self._known.clear()  # checked again as they come: bounded memory
+        self._guard.committed(owners)
         return out
-
-    def _lock(self, conn: psycopg.Connection[Any], wanted: dict[str, int], owners: _Owners) -> None:
-        """Check the owner epochs of ``wanted`` (id: epoch), taking over the older ones.
-
-        Why no row locks on the hot path: locking 10,000 rows per batch cost
-        40% of the append rate. Instead every transaction holds a *shared*
-        advisory lock named by its epoch, and a takeover, after moving the
-        row to its newer epoch, waits for the *exclusive* lock of the old
-        epoch: so for every transaction of the old owner still in flight,
-        which checked the row before the move, to end. Its next one checks
-        again and is refused. Waits go only from newer epochs to older ones,
-        so they form no cycle.
-        """
-        for epoch in set(wanted.values()) - owners.guarded:
-            conn.execute(
-                "SELECT pg_advisory_xact_lock_shared(%s, %s)", (_EPOCH_LOCKS, _lock_key(epoch))
-            )
-            owners.guarded.add(epoch)
-            # Read after the lock, in a statement of its own: a snapshot
-            # taken before a takeover's wait ended would miss its move.
-            row = conn.execute(
-                "SELECT moved FROM epoch_fences WHERE epoch = %s", (epoch,)
-            ).fetchone()
-            fence = 0 if row is None else int(row[0])
-            owners.fences[epoch] = fence
-            if self._seen_fences.get(epoch, 0) != fence:
-                owners.trusted.difference_update(
-                    [cid for cid, e in self._known.items() if e == epoch]
-                )
-        new: list[str] = []
-        for cid, e in wanted.items():
-            if cid in owners:
-                continue
-            known = self._known.get(cid)
-            if known is not None and (known > e or (known == e and cid in owners.trusted)):
-                owners[cid] = known
-            else:
-                new.append(cid)
-        if new:
-            rows = conn.execute(
-                "SELECT id, owner_epoch FROM conversations WHERE id = ANY(%s)", (new,)
-            ).fetchall()
-            for cid in new:
-                owners[cid] = None
-            for cid, epoch in rows:
-                owners[cid] = int(epoch)
-        older = sorted(
-            cid for cid, e in wanted.items() if (cur := owners.get(cid)) is not None and e > cur
-        )
-        if not older:
-            return
-        # A takeover (rare): lock the rows, in id order so that two takers
-        # never deadlock, and read their epochs again under the lock.
-        rows = conn.execute(
-            "SELECT id, owner_epoch FROM conversations WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
-            (older,),
-        ).fetchall()
-        moved: list[str] = []
-        old_epochs: set[int] = set()
-        for cid, cur in rows:
-            owners[cid] = int(cur)
-            if wanted[cid] > cur:
-                moved.append(cid)
-                old_epochs.add(int(cur))
-        if moved:
-            conn.execute(
-                "UPDATE conversations c SET owner_epoch = v.epoch "
-                "FROM unnest(%s::text[], %s::bigint[]) AS v(id, epoch) WHERE c.id = v.id",
-                (moved, [wanted[cid] for cid in moved]),
-            )
-            for cid in moved:
-                owners[cid] = wanted[cid]
-        for old in sorted(old_epochs - {0}):
-            conn.execute(
-                "INSERT INTO epoch_fences VALUES (%s, 1) "
-                "ON CONFLICT (epoch) DO UPDATE SET moved = epoch_fences.moved + 1",
-                (old,),
-            )
-        for old in sorted(old_epochs - owners.guarded - {0}):
-            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_EPOCH_LOCKS, _lock_key(old)))
-
-    @staticmethod
-    def _fenced(epoch: int, owners: _Owners, cid: str) -> Fenced | None:
-        current = owners.get(cid)
-        if current is not None and epoch < current:
-            return Fenced(
-                f"conversation {cid} is owned by a newer process (epoch {current} > {epoch})"
-            )
-        return None
 
     def _appends(
         self,
@@ -628,7 +364,7 @@ class PostgresStore(Store):
         start: int,
         stop: int,
         out: list[tuple[bool, Any]],
-        owners: _Owners,
+        owners: Checked,
     ) -> None:
         """Consecutive appends: one ``COPY``, or row by row should it fail."""
         wanted: dict[str, int] = {}
@@ -636,18 +372,18 @@ class PostgresStore(Store):
             op = batch[k]
             if wanted.get(op.cid, -1) < op.epoch:
                 wanted[op.cid] = op.epoch
-        self._lock(conn, wanted, owners)
+        self._guard.check(conn, wanted, owners)
         rows: list[int] = []
         for k in range(start, stop):
-            fenced = self._fenced(batch[k].epoch, owners, batch[k].cid)
-            if fenced is not None:
-                out[k] = (False, fenced)
+            refused = fenced(batch[k].epoch, owners, batch[k].cid)
+            if refused is not None:
+                out[k] = (False, refused)
             else:
                 rows.append(k)
         if not rows:
             return
         try:
-            with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY_MESSAGES) as copy:
+            with conn.transaction(), conn.cursor() as cur, cur.copy(COPY_MESSAGES) as copy:
                 for k in rows:
                     copy.write_row(batch[k].args)
             return
@@ -656,7 +392,7 @@ class PostgresStore(Store):
         for k in rows:
             out[k] = self._one(conn, batch[k], owners)
 
-    def _one(self, conn: psycopg.Connection[Any], op: _Op, owners: _Owners) -> tuple[bool, Any]:
+    def _one(self, conn: psycopg.Connection[Any], op: _Op, owners: Checked) -> tuple[bool, Any]:
         """One operation, its change in a savepoint of its own so that its failure is its alone.
 
         Epochs are checked (and rows taken over) before the savepoint: undone
@@ -667,17 +403,17 @@ class PostgresStore(Store):
                 # args: ({id: epoch}, strict); not strict (a load) reads what
                 # a newer owner holds, and its writes will be refused.
                 epochs, strict = op.args
-                self._lock(conn, epochs, owners)
+                self._guard.check(conn, epochs, owners)
                 for cid, epoch in epochs.items():
-                    fenced = self._fenced(epoch, owners, cid)
-                    if fenced is not None and strict:
-                        return (False, fenced)
+                    refused = fenced(epoch, owners, cid)
+                    if refused is not None and strict:
+                        return (False, refused)
                 return (True, None)
             if op.kind != _CREATE:
-                self._lock(conn, {op.cid: op.epoch}, owners)
-                fenced = self._fenced(op.epoch, owners, op.cid)
-                if fenced is not None:
-                    return (False, fenced)
+                self._guard.check(conn, {op.cid: op.epoch}, owners)
+                refused = fenced(op.epoch, owners, op.cid)
+                if refused is not None:
+                    return (False, refused)
             with conn.transaction():
                 return (True, self._apply(conn, op, owners))
         except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
@@ -685,17 +421,17 @@ class PostgresStore(Store):
             # anything else (the connection) fails the whole batch.
             return (False, self._error("store operation failed", exc))
 
-    def _apply(self, conn: psycopg.Connection[Any], op: _Op, owners: _Owners) -> Any:
+    def _apply(self, conn: psycopg.Connection[Any], op: _Op, owners: Checked) -> Any:
         kind = op.kind
         if kind == _CREATE:
-            with conn.cursor() as cur, cur.copy(_COPY_CONVERSATIONS) as copy:
+            with conn.cursor() as cur, cur.copy(COPY_CONVERSATIONS) as copy:
                 for row in op.args:
                     copy.write_row((*row, op.epoch))
             for row in op.args:
                 owners[row[0]] = op.epoch
             return None
         if kind == _APPEND:
-            with conn.cursor() as cur, cur.copy(_COPY_MESSAGES) as copy:
+            with conn.cursor() as cur, cur.copy(COPY_MESSAGES) as copy:
                 copy.write_row(op.args)
             return None
         if kind == _SUPERSEDE:
@@ -731,10 +467,10 @@ class PostgresStore(Store):
             self._call(_CREATE, "", rows)
 
     def append_message(self, message: Message) -> None:
-        self._call(_APPEND, message.conversation_id, _message_row(message))
+        self._call(_APPEND, message.conversation_id, message_row(message))
 
     def append_message_async(self, message: Message, done: Done) -> None:
-        self._submit(_APPEND, message.conversation_id, _message_row(message), done)
+        self._submit(_APPEND, message.conversation_id, message_row(message), done)
 
     def supersede_message(self, conversation_id: str, message_id: str) -> None:
         self._call(_SUPERSEDE, conversation_id, message_id)
@@ -788,19 +524,19 @@ class PostgresStore(Store):
                 for i in range(0, len(ids), _CHUNK):
                     chunk = ids[i : i + _CHUNK]
                     cur.execute(
-                        f"SELECT {_CONV_COLS}, 0 FROM conversations WHERE id = ANY(%s)", (chunk,)
+                        f"SELECT {CONV_COLS}, 0 FROM conversations WHERE id = ANY(%s)", (chunk,)
                     )
                     for row in cur.fetchall():
-                        out[row[0]] = (_conv(row), [])
+                        out[row[0]] = (conv_from_row(row), [])
                     cur.execute(
-                        f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ANY(%s) "
-                        f"AND NOT superseded ORDER BY conversation_id, {_ORDER}",
+                        f"SELECT {MSG_COLS} FROM messages WHERE conversation_id = ANY(%s) "
+                        f"AND NOT superseded ORDER BY conversation_id, {ORDER}",
                         (chunk,),
                     )
                     for row in cur.fetchall():
                         state = out.get(row[1])
                         if state is not None:
-                            state[1].append(_msg(row))
+                            state[1].append(message_from_row(row))
             for conv, messages in out.values():
                 conv.message_count = len(messages)
                 if messages:
@@ -812,8 +548,8 @@ class PostgresStore(Store):
 
     def get_conversation(self, conversation_id: str) -> Conversation | None:
         def run(conn: psycopg.Connection[Any]) -> Conversation | None:
-            row = conn.execute(f"{_CONV_SELECT} WHERE c.id = %s", (conversation_id,)).fetchone()
-            return None if row is None else _conv(row)
+            row = conn.execute(f"{CONV_SELECT} WHERE c.id = %s", (conversation_id,)).fetchone()
+            return None if row is None else conv_from_row(row)
 
         result: Conversation | None = self._read(run)
         return result
@@ -830,11 +566,11 @@ class PostgresStore(Store):
             if before is not None:
                 where.append("c.seq < (SELECT seq FROM conversations WHERE id = %s)")
                 args.append(before)
-            sql = _CONV_SELECT
+            sql = CONV_SELECT
             if where:
                 sql += " WHERE " + " AND ".join(where)
             sql += " ORDER BY c.seq DESC LIMIT %s"
-            return [_conv(r) for r in conn.execute(sql, (*args, limit)).fetchall()]
+            return [conv_from_row(r) for r in conn.execute(sql, (*args, limit)).fetchall()]
 
         result: list[Conversation] = self._read(run)
         return result
@@ -847,7 +583,7 @@ class PostgresStore(Store):
         versions: bool = False,
     ) -> list[Message]:
         def run(conn: psycopg.Connection[Any]) -> list[Message]:
-            sql = f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = %s"
+            sql = f"SELECT {MSG_COLS} FROM messages WHERE conversation_id = %s"
             args: list[Any] = [conversation_id]
             if not versions:
                 sql += " AND NOT superseded"
@@ -857,14 +593,14 @@ class PostgresStore(Store):
                     "(SELECT turn, role = 'assistant', seq FROM messages WHERE id = %s)"
                 )
                 args.append(before)
-            sql += f" ORDER BY {_ORDER_DESC}"
+            sql += f" ORDER BY {ORDER_DESC}"
             if limit is not None:
                 sql += " LIMIT %s"
                 args.append(limit)
             with conn.cursor(binary=True) as cur:
                 rows = cur.execute(sql, args).fetchall()
             rows.reverse()
-            return [_msg(r) for r in rows]
+            return [message_from_row(r) for r in rows]
 
         result: list[Message] = self._read(run)
         return result
