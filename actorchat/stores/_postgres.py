@@ -27,6 +27,10 @@ so that many processes starting at once migrate once.
 
 A password (in the URL, ``database_password_file`` or ``PGPASSWORD``) is
 scrubbed from every error message this module raises or logs.
+
+Past 500 lines as one piece, like ``_sqlite.py``: the writer and the reads
+share the pool, the queue and the barrier; the schema and the fencing, which
+change on their own, live in ``_pg_schema.py`` and ``_pg_fencing.py``.
 """
 
 from __future__ import annotations
