@@ -13,6 +13,7 @@ them (``make test`` installs Debian's ``postgresql`` as root).
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import pwd
@@ -185,6 +186,9 @@ def cluster_or_reason() -> Cluster | str:
                     _cluster = Cluster(bindir)
                 except Exception as exc:
                     _cluster = f"could not start a throwaway PostgreSQL: {exc}"
+                else:
+                    # Also when the session's teardown never runs (an interrupted run).
+                    atexit.register(stop_cluster)
     return _cluster
 
 
