@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test browser lint bench bench-quick clean demo-llm
+.PHONY: install run test browser postgres lint bench bench-quick clean demo-llm
 
 install: $(STAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 run: install
 	$(VENV)/bin/actorchat serve $(ARGS)
 
-test: install browser
+test: install browser postgres
 	$(PY) -m pytest $(ARGS)
 
 # The browser tests (tests/test_web_*.py) drive Debian's Chromium: installed
@@ -31,6 +31,16 @@ browser:
 	  || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } \
 	  || echo "make: could not install chromium: the browser tests will be skipped"
 
+# The PostgreSQL store's tests start a throwaway cluster from Debian's
+# postgresql binaries (tests/pg_support.py): installed here with apt when run
+# as root; without them those tests are skipped, saying why.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
+	  || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1 \
+	  || DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1; } \
+	  || echo "make: could not install postgresql: the PostgreSQL store's tests will be skipped"
+
 lint: install
 	$(VENV)/bin/ruff check actorchat tests bench
 	$(VENV)/bin/ruff format --check actorchat tests bench
@@ -39,6 +49,7 @@ lint: install
 bench: install
 	$(PY) bench/scale.py --n 10000 100000
 	$(PY) bench/broadcast.py --n 10000 100000
+	$(PY) bench/store.py --n 10000 100000
 
 bench-quick: install
 	$(PY) bench/scale.py --n 10000

@@ -149,6 +149,43 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return int(serve(cfg) or 0)
 
 
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from actorchat.errors import ConfigurationError
+
+    if not args.source.startswith("sqlite:"):
+        args.parser.error("--from takes sqlite:PATH (a data directory or its .sqlite3 file)")
+    if not args.to.startswith(("postgresql://", "postgres://")):
+        args.parser.error("--to takes a postgresql:// URL")
+    password = None
+    if args.password_file:
+        try:
+            password = Path(args.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            msg = f"cannot read --password-file {args.password_file}: {exc.strerror}"
+            raise ConfigurationError(msg) from None
+    try:
+        from actorchat.stores._migrate import migrate_sqlite_to_postgres
+    except ImportError as exc:
+        msg = f"migrate needs psycopg 3: pip install 'actorchat[postgres]' ({exc})"
+        raise ConfigurationError(msg) from None
+    shown = {"last": ""}
+
+    def progress(what: str, done: int, total: int) -> None:
+        pct = 100 * done // total if total else 100
+        line = f"\r  {what}: {done:,} / {total:,} ({pct}%)"
+        if line != shown["last"]:
+            sys.stderr.write(line + ("\n" if done >= total else ""))
+            sys.stderr.flush()
+            shown["last"] = line
+
+    source = Path(args.source.removeprefix("sqlite:")).expanduser()
+    convs, msgs = migrate_sqlite_to_postgres(source, args.to, password=password, progress=progress)
+    print(f"verified: {convs:,} conversations and {msgs:,} messages at the destination")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from actorchat._version import __version__
 
@@ -209,6 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("text", "json"), help="log lines as text or JSON")
     _config_flags(p)
     p.set_defaults(func=_cmd_serve, parser=p)
+
+    p = sub.add_parser(
+        "migrate",
+        help="copy an SQLite store into PostgreSQL",
+        description=(
+            "Copy every conversation and message (earlier versions included) from an "
+            "SQLite store into PostgreSQL, then check that each is there. Stop the "
+            "server first (the file is locked while one runs). Safe to run again: an "
+            "interrupted copy resumes, rows already copied are skipped. The password "
+            "comes from the URL, --password-file or PGPASSWORD."
+        ),
+    )
+    p.add_argument("--from", dest="source", required=True, metavar="sqlite:PATH")
+    p.add_argument("--to", required=True, metavar="postgresql://USER@HOST/DB")
+    p.add_argument("--password-file", help="a file holding the database password")
+    p.set_defaults(func=_cmd_migrate, parser=p)
     return parser
 
 

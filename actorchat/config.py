@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from actorchat._redact import redact
 from actorchat.errors import ConfigurationError
 
 log = logging.getLogger("actorchat.config")
@@ -64,6 +65,12 @@ class Config:
     data_dir: Path = Path("actorchat-data")
     store: str = "sqlite"
     sqlite_synchronous: str = "NORMAL"
+    #: ``store = "postgres"``: a libpq URL (``postgresql://user@host:5432/db``);
+    #: left out of ``repr``: it may hold the password.
+    database_url: str = field(default="", repr=False)
+    #: A file holding the database password (else the URL's, or ``PGPASSWORD``).
+    database_password_file: str = ""
+    database_pool_size: int = 10
 
     # The embedded deterministic model
     mock_tokens: int = 40
@@ -131,7 +138,10 @@ class Config:
 
         def need(ok: bool, name: str, why: str) -> None:
             if not ok:
-                problems.append(f"{name}: {why} (got {getattr(self, name)!r})")
+                value = getattr(self, name)
+                if name == "database_url":  # its password stays out of every message
+                    value = redact(str(value))
+                problems.append(f"{name}: {why} (got {value!r})")
 
         # The kind itself is checked where stores are made (``create_store``):
         # the store registry sits on a floor above the configuration.
@@ -141,6 +151,13 @@ class Config:
             "sqlite_synchronous",
             "must be OFF, NORMAL, FULL or EXTRA",
         )
+        if self.store == "postgres":
+            need(
+                self.database_url.startswith(("postgresql://", "postgres://")),
+                "database_url",
+                "store = 'postgres' needs a postgresql:// URL",
+            )
+        need(self.database_pool_size >= 1, "database_pool_size", "must be at least 1")
         need(self.mock_tokens >= 1, "mock_tokens", "must be at least 1")
         need(self.mock_delay_ms >= 0, "mock_delay_ms", "must be >= 0")
         need(0 <= self.mock_failure_rate <= 1, "mock_failure_rate", "must be within 0..1")

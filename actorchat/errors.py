@@ -21,6 +21,7 @@ still see the cause::
     ├── ProviderError             the model backend failed (after retries)
     │   └── Timeout               the model did not answer in time
     ├── StoreError                the store could not read or write
+    │   └── Fenced                a newer owner took the conversation over
     └── AuthError                 invalid or expired credentials
         └── AuthRequired          no credentials where they are needed
 
@@ -43,6 +44,7 @@ __all__ = [
     "ConversationCrashed",
     "ConversationError",
     "ConversationFailed",
+    "Fenced",
     "Forbidden",
     "InvalidJSON",
     "InvalidRequest",
@@ -168,6 +170,18 @@ class Timeout(ProviderError):
 
 class StoreError(ActorchatError):
     """The store could not read or write."""
+
+
+class Fenced(StoreError):
+    """A write carried an owner epoch older than the conversation's.
+
+    Another process (with a newer epoch) owns the conversation now; this
+    one must stop writing to it. A client told this reconnects, and its
+    next request reaches the new owner.
+    """
+
+    code = "CONVERSATION_MOVED"
+    http_status = 409
 
 
 class AuthError(ActorchatError):

@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 
 from actorchat import ChatSystem, load_config  # noqa: E402
 from actorchat.config import Config  # noqa: E402
+from tests.pg_support import missing_reason, pg_cluster, pg_url  # noqa: E402, F401 - fixtures
 
 
 def make_config(tmp_path: Path, **overrides: Any) -> Config:
@@ -54,3 +55,11 @@ def make_system(tmp_path: Path) -> Iterator[Any]:
     yield factory
     for chat in reversed(started):
         chat.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    # Loud, at the end, where nobody misses it: skipped is not passed.
+    why = missing_reason()
+    if why:
+        terminalreporter.section("PostgreSQL store NOT TESTED", sep="!", red=True, bold=True)
+        terminalreporter.line(why, red=True)

@@ -91,3 +91,30 @@ def test_file_errors_are_clear(tmp_path: Path) -> None:
     unknown.write_text("colour = 'blue'\n")
     with pytest.raises(ConfigurationError, match="unknown settings"):
         load_config(unknown, env={})
+
+
+def test_postgres_settings_are_checked_and_the_password_never_shown(tmp_path: Path) -> None:
+    env = {
+        "ACTORCHAT_STORE": "postgres",
+        "ACTORCHAT_DATABASE_URL": "postgresql://chat@db:5432/chat",
+        "ACTORCHAT_DATABASE_POOL_SIZE": "4",
+    }
+    cfg = load_config(env=env)
+    assert (cfg.store, cfg.database_url, cfg.database_pool_size) == (
+        "postgres",
+        "postgresql://chat@db:5432/chat",
+        4,
+    )
+    with pytest.raises(ConfigurationError, match="database_url: store = 'postgres' needs"):
+        load_config(env={"ACTORCHAT_STORE": "postgres"})
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(env={**env, "ACTORCHAT_DATABASE_URL": "mysql://chat:s3cret@db/chat"})
+    assert "s3cret" not in str(caught.value) and "chat:***@db" in str(caught.value)
+    with pytest.raises(ConfigurationError, match="database_pool_size"):
+        load_config(env={**env, "ACTORCHAT_DATABASE_POOL_SIZE": "0"})
+    # A password file that cannot be read is one clear line when the store is built.
+    from actorchat.stores import create_store
+
+    missing = load_config(env=env, database_password_file=str(tmp_path / "nope"))
+    with pytest.raises(ConfigurationError, match="cannot read database_password_file"):
+        create_store(missing)

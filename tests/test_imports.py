@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent / "actorchat"
 
 #: Bottom up. A top-level module or subpackage of ``actorchat`` per entry.
 FLOORS: list[set[str]] = [
-    {"errors", "_version", "_gevent", "_records", "_metrics", "_validate"},  # shared facts
+    {"errors", "_version", "_gevent", "_records", "_metrics", "_validate", "_redact"},
     {"_events", "stores", "config"},  # what happened; where it is kept; settings
     {"_bus", "_export", "providers"},  # how events travel; where replies come from
     {"actors"},  # the actor core

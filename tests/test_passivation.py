@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
+
 from actorchat import ConversationState
 from tests.helpers import WAIT, of_type, wait_for
+from tests.pg_support import STORES, store_settings
 
 
+@pytest.mark.parametrize("store", STORES)
 def test_idle_conversation_is_passivated_then_reactivated_with_identical_history(
     make_system,  # type: ignore[no-untyped-def]
+    request: pytest.FixtureRequest,
+    store: str,
 ) -> None:
-    system = make_system(idle_timeout=0.2)
+    system = make_system(idle_timeout=0.2, **store_settings(request, store))
     cid = system.start_conversation(title="sleepy")
     system.send_message(cid, "remember this", timeout=WAIT)
     before = system.get_history(cid)

@@ -65,10 +65,13 @@ def test_one_exception_root_and_one_code_table() -> None:
             assert issubclass(obj, errors.ActorchatError)
     assert errors.error_code(errors.MessageTooLong("x")) == "MESSAGE_TOO_LONG"
     assert errors.error_code(errors.Timeout("x")) == "TIMEOUT"
+    assert errors.error_code(errors.Fenced("x")) == "CONVERSATION_MOVED"
+    assert issubclass(errors.Fenced, errors.StoreError)
     assert errors.error_code(KeyError("secret")) == "INTERNAL_ERROR"
 
 
 def test_store_kinds_have_one_home() -> None:
     assert {"register_store", "store_kinds", "create_store", "StoreKind"} <= set(stores.__all__)
-    assert stores.store_kinds() == ["memory", "sqlite"]
+    assert stores.store_kinds() == ["memory", "postgres", "sqlite"]
+    assert stores.store_kind("postgres").durable and stores.store_kind("sqlite").durable
     assert set(providers.provider_kinds()) >= {"mock", "openai", "anthropic"}

@@ -20,12 +20,18 @@ from gevent.event import Event as GEvent
 
 from actorchat import ModelConfig, StreamComplete
 from actorchat.server import Server
+from tests.pg_support import STORES, store_settings
 from tests.server_support import WAIT, Client, dev_token, free_port, running_server
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("http"), rate_limit_messages=1000) as srv:
+@pytest.fixture(scope="module", params=STORES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    settings = store_settings(request, request.param)
+    with running_server(
+        tmp_path_factory.mktemp("http"), rate_limit_messages=1000, **settings
+    ) as srv:
         yield srv
 
 
@@ -375,7 +381,7 @@ def test_an_unreachable_model_is_reported_but_never_gates_readiness(tmp_path: Pa
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["status"] == "ready" and body["draining"] is False
-        assert body["checks"] == {"store": True}
+        assert body["checks"] == {"store": True, "schema": 2}  # the SQLite schema's version
         assert body["models"] == {"mock": True, "remote": False}
 
 

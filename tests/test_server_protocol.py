@@ -1,7 +1,8 @@
 """End to end over a real socket: auth, every client frame type, every error code.
 
-One server per module (a real ``actorchat.server.Server`` on a free
-loopback port); tests that need other settings start their own.
+One server per module and store (a real ``actorchat.server.Server`` on a free
+loopback port, on SQLite, then on PostgreSQL); tests that need other settings
+start their own.
 """
 
 from __future__ import annotations
@@ -19,14 +20,18 @@ import requests
 from actorchat import ModelConfig
 from actorchat.server import Server
 from actorchat.testing import Behavior, FakeOpenAIServer
+from tests.pg_support import STORES, store_settings
 from tests.server_support import WAIT, Client, dev_token, reply_of, running_server
 
 SECRET = "test-secret-0123456789-0123456789"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("proto")) as srv:
+@pytest.fixture(scope="module", params=STORES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    settings = store_settings(request, request.param)
+    with running_server(tmp_path_factory.mktemp("proto"), **settings) as srv:
         yield srv
 
 
@@ -295,8 +300,10 @@ def test_typing_is_relayed_to_the_others_only(server: Server, alice: Client) -> 
     tab.close()
 
 
-def test_cancel_stream(tmp_path: Path) -> None:
-    with running_server(tmp_path, mock_tokens=500, mock_delay_ms=10.0) as srv:
+@pytest.mark.parametrize("store", STORES)
+def test_cancel_stream(request: pytest.FixtureRequest, tmp_path: Path, store: str) -> None:
+    settings = store_settings(request, store)
+    with running_server(tmp_path, mock_tokens=500, mock_delay_ms=10.0, **settings) as srv:
         c = Client(srv)
         cid = c.create()
         c.send("send_message", {"conversation_id": cid, "content": "a long one"})

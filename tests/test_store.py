@@ -1,4 +1,5 @@
-"""The stores: SQLite on real files (and the in-memory one, same contract)."""
+"""The store contract, run against every store: memory, SQLite on real files, and a
+real PostgreSQL started by the tests (``tests/pg_support.py``)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,39 @@ from actorchat.stores import MemoryStore, SQLiteStore, Store
 from tests.helpers import WAIT
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+def make_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if kind == "sqlite":
+        return SQLiteStore(tmp_path / "s.sqlite3")
+    if kind == "postgres":
+        from actorchat.stores._postgres import PostgresStore
+
+        return PostgresStore(request.getfixturevalue("pg_url"))
+    return MemoryStore()
+
+
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    s: Store = SQLiteStore(tmp_path / "s.sqlite3") if request.param == "sqlite" else MemoryStore()
+    s = make_store(request.param, request, tmp_path)
     s.open()
     yield s
     s.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """An unopened store that batches its writes (group commit)."""
+    return make_store(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable_config(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    from tests.conftest import make_config
+
+    if request.param == "postgres":
+        return make_config(
+            tmp_path, store="postgres", database_url=request.getfixturevalue("pg_url")
+        )
+    return make_config(tmp_path)
 
 
 def msg(cid: str, mid: str, role: str, turn: int, text: str = "") -> Message:
@@ -90,8 +118,8 @@ def test_row_by_row_reads_give_the_same_answers(tmp_path: Path) -> None:
     fast.close()
 
 
-def test_a_value_sqlite_cannot_hold_fails_that_write_alone(tmp_path: Path) -> None:
-    s = SQLiteStore(tmp_path / "o.sqlite3")
+def test_a_value_the_store_cannot_hold_fails_that_write_alone(durable: Store) -> None:
+    s = durable
     s.open()
     s.create_conversations([Conversation("c", "u")])
     bad = msg("c", "huge", "assistant", 1)
@@ -175,24 +203,24 @@ def test_sqlite_schema_is_versioned(tmp_path: Path) -> None:
     again.close()
 
 
-def test_group_commit_batches_concurrent_writes(tmp_path: Path) -> None:
+def test_group_commit_batches_concurrent_writes(durable: Store) -> None:
     import gevent
 
-    s = SQLiteStore(tmp_path / "g.sqlite3")
+    s = durable
     s.open()
     s.create_conversations([Conversation("c", "u")])
     jobs = [gevent.spawn(s.append_message, msg("c", f"m{i}", "user", i)) for i in range(1, 501)]
     gevent.joinall(jobs, raise_error=True)
     assert s.count_conversations() == 1
     assert len(s.messages("c")) == 500
-    assert s.batches < 100, "500 concurrent appends should share commits"
+    assert s.batches < 100, "500 concurrent appends should share commits"  # type: ignore[attr-defined]
     s.close()
 
 
-def test_one_bad_row_in_a_batch_fails_alone(tmp_path: Path) -> None:
+def test_one_bad_row_in_a_batch_fails_alone(durable: Store) -> None:
     from gevent.event import Event
 
-    s = SQLiteStore(tmp_path / "b.sqlite3")
+    s = durable
     s.open()
     s.create_conversations([Conversation("c", "u")])
     s.append_message(msg("c", "m0", "user", 0))
@@ -275,7 +303,8 @@ def test_one_store_file_has_one_owner_at_a_time(tmp_path: Path) -> None:
     b.close()
 
 
-def test_history_survives_a_restart_of_the_whole_system(config) -> None:  # type: ignore[no-untyped-def]
+def test_history_survives_a_restart_of_the_whole_system(durable_config) -> None:  # type: ignore[no-untyped-def]
+    config = durable_config
     with ChatSystem(config) as chat:
         cid = chat.start_conversation(title="keep me")
         chat.send_message(cid, "persist", timeout=WAIT)
@@ -315,7 +344,7 @@ def test_load_many_matches_load(store: Store) -> None:
     assert many["c1"][0].message_count == 2
 
 
-def test_a_write_submitted_while_the_store_closes_is_answered_not_dropped(tmp_path: Path) -> None:
+def test_a_write_submitted_while_the_store_closes_is_answered_not_dropped(durable: Store) -> None:
     # Completions set off more writes (a reply starting); some arrive after
     # the writer's last look at its queue. Each must hear back.
     import time
@@ -323,7 +352,7 @@ def test_a_write_submitted_while_the_store_closes_is_answered_not_dropped(tmp_pa
     import gevent
     from gevent.event import Event as GEvent
 
-    store = SQLiteStore(tmp_path / "closing.sqlite3")
+    store = durable
     store.open()
     conv = Conversation("c1", "owner")
     store.create_conversations([conv])

@@ -1,4 +1,4 @@
-"""Crashes, restarts and restart intensity, with real actors and SQLite."""
+"""Crashes, restarts and restart intensity, with real actors and SQLite (some on PostgreSQL too)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from actorchat.stores import MemoryStore, SQLiteStore
 from actorchat.stores._base import Done
 from tests.conftest import make_config
 from tests.helpers import WAIT, Recorder, of_type, wait_for
+from tests.pg_support import STORES, store_settings
 
 
 def wait_all_restarted(sub, cids) -> None:  # type: ignore[no-untyped-def]
@@ -46,9 +47,10 @@ def test_killed_conversation_restarts_with_identical_history(system: ChatSystem)
     assert system.send_message(cid, "four", timeout=WAIT)
 
 
-@pytest.mark.parametrize("store", ["sqlite", "memory"])
-def test_pending_reply_arrives_after_a_crash_mid_stream(make_system, store: str) -> None:  # type: ignore[no-untyped-def]
-    system = make_system(mock_delay_ms=10.0, mock_tokens=40, store=store)
+@pytest.mark.parametrize("store", ["sqlite", "memory", "postgres"])
+def test_pending_reply_arrives_after_a_crash_mid_stream(make_system, request, store: str) -> None:  # type: ignore[no-untyped-def]
+    settings = store_settings(request, store)
+    system = make_system(mock_delay_ms=10.0, mock_tokens=40, **settings)
     cid = system.start_conversation()
     system.send_message(cid, "warm up", timeout=WAIT)
     sub = system.subscribe(cid)
@@ -117,8 +119,9 @@ def test_intensity_exceeded_fails_that_conversation_only(make_system) -> None:  
     assert next(m.content for m in system.messages(bad)) == "before"
 
 
-def test_killing_ten_percent_at_once_recovers_them_all(make_system) -> None:  # type: ignore[no-untyped-def]
-    system = make_system()
+@pytest.mark.parametrize("store", STORES)
+def test_killing_ten_percent_at_once_recovers_them_all(make_system, request, store: str) -> None:  # type: ignore[no-untyped-def]
+    system = make_system(**store_settings(request, store))
     ids = system.start_conversations(500)
     system.broadcast_message(ids, "hello", timeout=WAIT)
     sub = system.subscribe(None, maxsize=100_000)
@@ -158,8 +161,17 @@ def test_temporary_conversations_are_not_restarted_but_come_back_when_used(make_
     assert len(system.get_history(cid)) == 4
 
 
-def test_crashes_and_kills_during_broadcasts_lose_no_message(make_system) -> None:  # type: ignore[no-untyped-def]
-    system = make_system(mock_crash_rate=0.05, mock_delay_ms=1.0, max_restarts=100, max_seconds=1.0)
+@pytest.mark.parametrize("store", STORES)
+def test_crashes_and_kills_during_broadcasts_lose_no_message(
+    make_system, request, store: str
+) -> None:  # type: ignore[no-untyped-def]
+    system = make_system(
+        mock_crash_rate=0.05,
+        mock_delay_ms=1.0,
+        max_restarts=100,
+        max_seconds=1.0,
+        **store_settings(request, store),
+    )
     ids = system.start_conversations(300)
     for r in range(2):
         broadcast = gevent.spawn(system.broadcast_message, ids, f"round {r}", timeout=WAIT)

@@ -37,9 +37,10 @@ def readyz(ctx: ServerContext) -> Response:
         except Exception:  # noqa: BLE001
             models[name] = False
     ready = all(checks.values()) and not ctx.draining and chat.started
+    schema = chat.store.schema_version() if chat.store is not None else None
     body: dict[str, Any] = {
         "status": "ready" if ready else "unavailable",
-        "checks": checks,
+        "checks": {**checks, "schema": schema},
         "models": models,
         "draining": ctx.draining,
     }

@@ -22,6 +22,21 @@ Contract the conversations rely on:
   (a regenerated reply replaces the one before it, which stays stored as an
   earlier version and is listed by ``messages(versions=True)``).
 - Methods raise ``actorchat.errors.StoreError`` on I/O failure.
+
+Fenced ownership: one process at a time may write a conversation (its actor
+numbers the turns). A store shared by many processes (``PostgresStore``)
+gives every conversation row an *owner epoch* and every write the epoch of
+the process that owns the conversation: ``epoch`` (one per store, taken from
+a sequence at ``open``) unless ``set_epoch`` gave that conversation its own
+(what a cluster layer does when it places a conversation). A write whose
+epoch is older than the row's is refused with ``actorchat.errors.Fenced``,
+and a newer one takes the row over, so a stale owner can never append
+between the new owner's writes. ``claim`` takes conversations over (a
+store shared by processes does it in ``load`` and ``load_many`` as well:
+loading is how a conversation starts in a process, and its history must
+hold every message of the owner before). A store only one process can open (SQLite keeps a
+lock file) or that no other process sees (memory) ignores epochs: the
+defaults here do.
 """
 
 from __future__ import annotations
@@ -54,6 +69,19 @@ class Store(ABC):
     def check(self) -> bool:
         """Whether the store can serve requests (for ``/readyz``)."""
         return True
+
+    def schema_version(self) -> int | None:
+        """The version of the open store's schema (None: it has none)."""
+        return None
+
+    #: The owner epoch of this store's writes (None: epochs are not used).
+    epoch: int | None = None
+
+    def set_epoch(self, conversation_id: str, epoch: int | None) -> None:  # noqa: B027
+        """Write ``conversation_id`` with ``epoch`` from now on (None: the store's own)."""
+
+    def claim(self, conversation_ids: Sequence[str]) -> None:  # noqa: B027
+        """Take conversations over (raise ``Fenced`` if a newer owner has one)."""
 
     @abstractmethod
     def create_conversations(self, conversations: Sequence[Conversation]) -> None:

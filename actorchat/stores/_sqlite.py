@@ -232,6 +232,7 @@ class SQLiteStore(Store):
         self._closing = False
         self._writer_done = False
         self._lock_fd: int | None = None
+        self._schema: int | None = None
         self.batches = 0
         self.ops = 0
 
@@ -277,6 +278,7 @@ class SQLiteStore(Store):
         for number, script in enumerate(MIGRATIONS, start=1):
             if number > version:
                 db.executescript(f"BEGIN; {script} PRAGMA user_version={number}; COMMIT;")
+        self._schema = max(version, len(MIGRATIONS))
         # Rows per multi-row INSERT: 2,000, or fewer where this SQLite build
         # allows fewer bound variables per statement (999 before 3.32). Each
         # prepared shape costs ~1 MB; shorter runs use powers of two, so at
@@ -306,6 +308,9 @@ class SQLiteStore(Store):
         pool.kill()
         _unlock(self._lock_fd)
         self._lock_fd = None
+
+    def schema_version(self) -> int | None:
+        return self._schema
 
     def check(self) -> bool:
         try:
