@@ -11,6 +11,12 @@ has its own bounded queue; the overflow policy, applied in ``publish``:
    ``"overflow"``: its reader gets the events it has, then ``closed`` is
    true. A client can subscribe again and resume (replay below).
 
+A *listener* (``listen``) is called with every event as it is published,
+on the publisher's greenlet: for a reader that routes without waiting (the
+server's fan-out), it saves a queue and a greenlet wake-up per event, which
+under load cost a whole turn of the hub's loop before a chunk moved on. A
+listener must never yield nor raise (one that raises is logged and skipped).
+
 The bus also keeps a replay buffer for every reply in progress (its
 ``StreamStart`` and deltas so far), so a subscriber that joins mid-reply can
 receive what it missed first, atomically with subscribing: everything runs
@@ -19,15 +25,21 @@ on one gevent hub, and ``subscribe`` does not yield.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gevent.event import Event as GEvent
 
 from actorchat._events import Event, StreamComplete, StreamContent, StreamStart
 
-__all__ = ["EventBus", "Subscription"]
+__all__ = ["EventBus", "Listener", "Subscription"]
+
+log = logging.getLogger("actorchat.bus")
+
+#: Called with each event as published, or with a list of one reply's deltas.
+Listener = Callable[[Event | list[StreamContent]], None]
 
 
 class Subscription:
@@ -133,7 +145,24 @@ class EventBus:
         self._by_key: dict[str, list[Subscription]] = {}
         self._all: list[Subscription] = []
         self._replay: dict[str, list[Event]] = {}
+        self._listeners: list[Listener] = []
         self.published = 0
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with every event as it is published; returns the undo.
+
+        Deltas published together come as one list. The listener runs on the
+        publisher's greenlet, so it must not yield (see the module docstring).
+        """
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _tell_listeners(self, item: Event | list[StreamContent]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(item)
+            except Exception:  # a listener's bug must not fail the publisher
+                log.exception("a bus listener failed")
 
     def publish(self, event: Event) -> None:
         """Deliver to every subscriber of the event's conversation; never blocks."""
@@ -155,6 +184,8 @@ class EventBus:
         if self._all:
             for sub in tuple(self._all):
                 sub._put(event)
+        if self._listeners:
+            self._tell_listeners(event)
 
     def publish_deltas(self, events: list[StreamContent]) -> None:
         """``publish`` for consecutive deltas of one reply, in one step.
@@ -174,6 +205,8 @@ class EventBus:
         if self._all:
             for sub in tuple(self._all):
                 sub._put_many(events)
+        if self._listeners:
+            self._tell_listeners(events)
 
     def subscribe(
         self,

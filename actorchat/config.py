@@ -113,6 +113,7 @@ class Config:
     send_timeout: float = 30.0
     max_frame_bytes: int = 1_048_576
     outbound_queue: int = 16_384
+    socket_send_buffer: int = 0
     rate_limit_messages: int = 30
     rate_limit_window: float = 10.0
     max_connections: int = 10_000
@@ -178,6 +179,7 @@ class Config:
         need(self.send_timeout > 0, "send_timeout", "must be > 0")
         need(self.max_frame_bytes >= 1024, "max_frame_bytes", "must be at least 1024")
         need(self.outbound_queue >= 2, "outbound_queue", "must be at least 2")
+        need(self.socket_send_buffer >= 0, "socket_send_buffer", "must be >= 0 (0: the kernel's)")
         need(self.rate_limit_messages >= 1, "rate_limit_messages", "must be at least 1")
         need(self.rate_limit_window > 0, "rate_limit_window", "must be > 0")
         need(self.max_connections >= 1, "max_connections", "must be at least 1")

@@ -121,7 +121,14 @@ def test_messages_sent_while_streaming_are_queued_in_order(tmp_path: Path) -> No
 
 
 def test_slow_client_gets_merged_deltas_without_gaps(tmp_path: Path) -> None:
-    with running_server(tmp_path, mock_tokens=20_000, outbound_queue=64, models=LONG_MOCK) as srv:
+    # A small kernel send buffer, so that frames pile up in the outbox, not the kernel.
+    with running_server(
+        tmp_path,
+        mock_tokens=20_000,
+        outbound_queue=64,
+        socket_send_buffer=8192,
+        models=LONG_MOCK,
+    ) as srv:
         assert srv.chat is not None
         small = ((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
         c = Client(srv, sockopt=small)
@@ -141,7 +148,14 @@ def test_slow_client_gets_merged_deltas_without_gaps(tmp_path: Path) -> None:
 
 
 def test_client_that_stays_behind_is_closed_1008(tmp_path: Path) -> None:
-    with running_server(tmp_path, mock_tokens=20_000, outbound_queue=64, models=LONG_MOCK) as srv:
+    # A small kernel send buffer, so that frames pile up in the outbox, not the kernel.
+    with running_server(
+        tmp_path,
+        mock_tokens=20_000,
+        outbound_queue=64,
+        socket_send_buffer=8192,
+        models=LONG_MOCK,
+    ) as srv:
         assert srv.chat is not None
         small = ((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
         stuck = Client(srv, sockopt=small)

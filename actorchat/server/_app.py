@@ -105,11 +105,19 @@ def _origin_allowed(origin: str, host: str, allowed: list[str]) -> bool:
     return not allowed and urlsplit(origin).netloc.lower() == host.lower()
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening socket, or a ``ConfigurationError`` that says what to change."""
+def _listen(host: str, port: int, send_buffer: int = 0) -> socket.socket:
+    """A listening socket, or a ``ConfigurationError`` that says what to change.
+
+    ``send_buffer`` (bytes; 0: the kernel's autotuning) bounds each accepted
+    connection's kernel send buffer, which it inherits: with autotuning a
+    client that stops reading can hold megabytes of kernel memory before the
+    outbox even notices it is slow.
+    """
     listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if send_buffer:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         listener.bind((host, port))
         listener.listen(4096)
     except OSError as exc:
@@ -279,7 +287,7 @@ class Server:
             self.chat.start()
             self.app = create_app(self.chat, cfg)
             self.ctx = self.app.extensions["actorchat"]
-            listener = _listen(cfg.host, cfg.port)
+            listener = _listen(cfg.host, cfg.port, cfg.socket_send_buffer)
             self.port = listener.getsockname()[1]
             self._wsgi = WSGIServer(
                 listener,

@@ -1,8 +1,13 @@
-"""The fan-out: one bus subscription for the whole server, routed to connections.
+"""The fan-out: one bus listener for the whole server, routed to connections.
 
-The server reads every conversation's events through a single
-``ChatSystem.subscribe(None)`` and routes each one, on the hub, to the
-outboxes that want it:
+The server hears every conversation's events as a listener of the bus
+(``EventBus.listen``): each is routed as it is published, on the
+publisher's greenlet, to the outboxes that want it. Routing never waits
+(a direct write or an outbox append), and with no queue between the bus
+and the sockets a chunk no longer waits a turn of the hub's loop to move
+on: under load, that turn was most of a new message's time to first chunk.
+
+Where each event goes:
 
 - connections that *joined* the conversation get the event as is
   (``message_received``, the stream events, ``error``, updates);
@@ -15,19 +20,19 @@ carry it) or from the ownership checks the server does anyway; an unknown
 one is looked up in the store off the routing loop, its user-level events
 held meanwhile so that they keep their order.
 
-``pump()`` routes everything already published, synchronously and without
-yielding. A connection calls it before it changes what it is subscribed
-to, which makes join-with-replay exact: after ``pump()`` every event
-published so far has been routed, so the bus's replay buffer taken next
-and the events routed after the join neither overlap nor leave a gap.
+Join-with-replay is exact: every event published so far has been routed
+when a connection joins (nothing waits in between), so the bus's replay
+buffer taken at the join and the events routed after it neither overlap
+nor leave a gap. (``pump()`` stays, for callers written against a queue: it
+has nothing left to do.)
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Protocol
 
 import gevent
 
@@ -45,17 +50,12 @@ from actorchat._events import (
 from actorchat.server._outbox import Entry, Relabeled
 
 if TYPE_CHECKING:
-    from actorchat._bus import Subscription
     from actorchat._system import ChatSystem
     from actorchat.server._metrics import ServerMetrics
 
 __all__ = ["Hub", "Subscriber"]
 
 log = logging.getLogger("actorchat.server")
-
-#: The server's bus queue: far beyond any backlog the routing loop can have
-#: (it never blocks), so it is never the one that overflows.
-_BUS_QUEUE = 1 << 24
 
 
 class Subscriber(Protocol):
@@ -79,8 +79,7 @@ class Hub:
         self._joined: dict[str, dict[Subscriber, None]] = {}
         self._users: dict[str, dict[Subscriber, None]] = {}
         self._pending_owner: dict[str, list[Event]] = {}
-        self._sub: Subscription | None = None
-        self._loop: gevent.Greenlet[Any, Any] | None = None
+        self._unlisten: Callable[[], None] | None = None
         # message id -> (model, started at) until a reply's first chunk (metrics)
         self._streams: dict[str, tuple[str, float]] = {}
         self.routed = 0
@@ -88,43 +87,23 @@ class Hub:
     # -- life cycle -----------------------------------------------------------
 
     def start(self) -> None:
-        self._sub = self.chat.subscribe(None, replay=False, maxsize=_BUS_QUEUE)
-        self._loop = gevent.spawn(self._run)
+        self._unlisten = self.chat.bus.listen(self._on_event)
 
     def stop(self) -> None:
-        self.pump()
-        if self._loop is not None:
-            self._loop.kill(block=False)
-            self._loop = None
-        if self._sub is not None:
-            self._sub.close()
-            self._sub = None
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
 
-    def _run(self) -> None:
-        sub = self._sub
-        assert sub is not None
-        route = self._route
-        while True:
-            event = sub.get()
-            if event is None:
-                if sub.closed:
-                    log.error("server bus subscription closed (%s)", sub.close_reason)
-                    return
-                continue
-            try:
+    def _on_event(self, item: Event | list[StreamContent]) -> None:
+        if type(item) is list:
+            route = self._route
+            for event in item:
                 route(event)
-                for event in sub.drain():
-                    route(event)
-            except Exception:  # a routing bug must not stop all delivery
-                log.exception("routing an event failed")
+        else:
+            self._route(item)  # type: ignore[arg-type]
 
     def pump(self) -> None:
-        """Route every event published so far, now, without yielding."""
-        sub = self._sub
-        if sub is None:
-            return
-        for event in sub.drain():
-            self._route(event)
+        """Nothing to do: events are routed as they are published (kept for callers)."""
 
     # -- membership -------------------------------------------------------------
 
