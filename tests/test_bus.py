@@ -104,3 +104,26 @@ def test_a_batch_of_deltas_arrives_exactly_as_one_at_a_time(maxsize: int) -> Non
 
     assert run(batched=True) == run(batched=False)
     assert run(batched=True)[2] == list(range(25))
+
+
+def test_a_listener_hears_every_event_as_published_and_cannot_fail_the_publisher(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = EventBus()
+    heard: list[object] = []
+    undo = bus.listen(heard.append)
+
+    def broken(_item: object) -> None:
+        raise RuntimeError("a bug in a listener")
+
+    bus.listen(broken)
+    bus.publish(StreamStart("c1", "m1", "mock", "u1"))
+    batch = [StreamContent("c1", "m1", t, i) for i, t in enumerate(("a", "b"))]
+    bus.publish_deltas(batch)
+    bus.publish(StreamComplete("c1", "m1", Usage(), "stop"))
+    assert [type(h).__name__ for h in heard] == ["StreamStart", "list", "StreamComplete"]
+    assert heard[1] == batch  # deltas published together come together
+    assert "a bus listener failed" in caplog.text
+    undo()
+    bus.publish(StreamStart("c1", "m2", "mock", "u2"))
+    assert len(heard) == 3
