@@ -55,6 +55,21 @@ bench-quick: install
 	$(PY) bench/scale.py --n 10000
 	$(PY) bench/broadcast.py --n 10000
 
+# Faults under load (bench/faults.py): 1,000 WebSocket clients against a real
+# server process while conversations are killed (10% a second), the model
+# fails, clients drop and resume or stop reading, and the server is killed -9
+# and restarted; each phase is audited against the store. Needs the bench
+# extra (websockets, matplotlib), installed once. Extra flags go through ARGS.
+BENCH_STAMP := $(VENV)/.bench-installed-stamp
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]'
+	@touch $(BENCH_STAMP)
+
+.PHONY: bench-faults
+bench-faults: install $(BENCH_STAMP)
+	$(PY) bench/faults.py --sabotage $(ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
