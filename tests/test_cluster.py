@@ -1,6 +1,7 @@
 """The cluster's first layer on a real redis-server: membership, the directory, epochs.
 
-Leases are short here (0.5 s) so that a node's death is seen quickly; every
+The lease of a node a test stops is short here (0.5 s) so that its death is
+seen quickly; every
 wait is on a condition with a deadline, never a sleep. The redis-server is
 the run's own (``tests/redis_support.py``); each test uses a key namespace
 of its own.
@@ -26,7 +27,11 @@ from actorchat.errors import ClusterError, ConfigurationError, Fenced, error_cod
 from tests.pg_support import wait_until
 from tests.redis_support import RedisServer
 
+#: The lease of a node a test lets die: its death is seen within a second.
 TTL = 0.5
+#: The lease of every other node: long beside any stall of a loaded machine,
+#: so that only the node a test stops is ever taken for dead.
+LONG = 3.0
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -35,7 +40,7 @@ def node(redis_server: RedisServer, redis_namespace: str) -> Iterator[Any]:
     """Join nodes by id; every one still joined is made to leave afterwards."""
     made: list[Membership] = []
 
-    def factory(node_id: str, ttl: float = TTL, **kwargs: Any) -> Directory:
+    def factory(node_id: str, ttl: float = LONG, **kwargs: Any) -> Directory:
         client = connect(redis_server.url, timeout=2.0)
         m = Membership(client, node_id, lease_ttl=ttl, namespace=redis_namespace, **kwargs)
         made.append(m.join())
@@ -95,7 +100,7 @@ def test_an_unreachable_redis_is_one_cluster_error_line_without_the_password() -
 
 
 def test_nodes_join_renew_their_lease_and_leave(node: Any) -> None:
-    a, b = node("a"), node("b")
+    a, b = node("a", ttl=1.0), node("b")
     assert a.membership.live_nodes() == ["a", "b"]
     # Renewed every third of the lease: alive well past several leases.
     start = a.membership.renewals
@@ -109,7 +114,7 @@ def test_nodes_join_renew_their_lease_and_leave(node: Any) -> None:
 
 def test_a_node_that_stops_renewing_is_dead_after_its_lease(node: Any) -> None:
     lapsed: list[str] = []
-    a = node("a", on_lapse=lambda: lapsed.append("a"))
+    a = node("a", ttl=TTL, on_lapse=lambda: lapsed.append("a"))
     b = node("b")
     stop_heartbeat(a)
     stopped = time.monotonic()
@@ -184,7 +189,7 @@ def test_three_processes_racing_to_activate_make_exactly_one_owner(
         for me in ("p0", "p1", "p2")
     ]
     try:
-        watcher = node("watcher", ttl=5.0)
+        watcher = node("watcher")
         assert wait_until(lambda: len(watcher.membership.live_nodes()) == 4, timeout=60)
         for me in ("p0", "p1", "p2"):  # released together
             watcher.client.redis.rpush(f"{redis_namespace}:go:{me}", "go")
@@ -208,7 +213,7 @@ def test_three_processes_racing_to_activate_make_exactly_one_owner(
 
 
 def test_a_lapsed_owner_is_taken_over_with_a_higher_epoch(node: Any) -> None:
-    a, b = node("a"), node("b")
+    a, b = node("a", ttl=TTL), node("b")
     assert a.activate("c").epoch == 1
     stop_heartbeat(a)
     assert b.activate("c") == Placement("c", "a", 1)  # its lease still runs
@@ -219,7 +224,7 @@ def test_a_lapsed_owner_is_taken_over_with_a_higher_epoch(node: Any) -> None:
 
 
 def test_release_is_refused_with_a_stale_epoch_or_by_a_former_owner(node: Any) -> None:
-    a, b = node("a"), node("b")
+    a, b = node("a", ttl=TTL), node("b")
     assert a.activate("c").epoch == 1
     assert not a.release("c", 0) and not b.release("c", 1)  # a wrong epoch, not the owner
     stop_heartbeat(a)
@@ -237,7 +242,7 @@ def test_a_redis_restart_is_a_cluster_error_then_ridden_out(
     node: Any, redis_server: RedisServer
 ) -> None:
     lapsed: list[bool] = []
-    a = node("a", on_lapse=lambda: lapsed.append(True))
+    a = node("a", ttl=TTL, on_lapse=lambda: lapsed.append(True))
     assert a.activate("c").claimed
     redis_server.stop()
     try:
@@ -265,7 +270,7 @@ def test_directory_epochs_fence_the_postgres_store(node: Any, pg_url: str) -> No
     def message(mid: str, turn: int) -> Message:
         return Message(mid, "c", "user", f"text of {mid}", "u", time.time(), turn)
 
-    a, b = node("a"), node("b")
+    a, b = node("a", ttl=TTL), node("b")
     store_a, store_b = PostgresStore(pg_url, epoch=0), PostgresStore(pg_url, epoch=0)
     store_a.open()
     store_b.open()
