@@ -96,6 +96,19 @@ def test_an_unreachable_redis_is_one_cluster_error_line_without_the_password() -
     assert not m.joined
 
 
+def test_membership_from_the_configuration(redis_server: RedisServer) -> None:
+    config = load_config(env={"ACTORCHAT_REDIS_URL": redis_server.url}, node_id="cfg", lease_ttl=1)
+    m = Membership.from_config(config, namespace="t-config")
+    assert (m.node_id, m.lease_ttl) == ("cfg", 1.0)
+    try:
+        assert m.join().live_nodes() == ["cfg"]
+    finally:
+        m.leave()
+        m.client.close()
+    with pytest.raises(ConfigurationError, match="redis_url"):
+        Membership.from_config(load_config(env={}))
+
+
 # -- membership -----------------------------------------------------------------------------------
 
 

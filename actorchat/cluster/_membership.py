@@ -23,8 +23,9 @@ from typing import Any
 import gevent
 
 from actorchat.cluster._keys import members_key
-from actorchat.cluster._redis import RedisClient
-from actorchat.errors import ClusterError
+from actorchat.cluster._redis import RedisClient, connect
+from actorchat.config import Config
+from actorchat.errors import ClusterError, ConfigurationError
 
 __all__ = ["Membership"]
 
@@ -98,6 +99,18 @@ class Membership:
         self._renew = r.register_script(_RENEW)
         self._live = r.register_script(_LIVE)
         self._is_live = r.register_script(_IS_LIVE)
+
+    @classmethod
+    def from_config(cls, config: Config, **kwargs: Any) -> Membership:
+        """This process's membership as ``config`` says (``redis_url``, ``node_id``, ...).
+
+        Not joined yet: ``join()`` takes the lease. Raises
+        ``ConfigurationError`` if ``redis_url`` is empty.
+        """
+        if not config.redis_url:
+            raise ConfigurationError("the cluster needs redis_url (ACTORCHAT_REDIS_URL)")
+        client = connect(config.redis_url, timeout=config.redis_timeout)
+        return cls(client, config.node_id, lease_ttl=config.lease_ttl, **kwargs)
 
     def __repr__(self) -> str:
         return f"Membership({self.node_id!r}, joined={self.joined})"
