@@ -58,7 +58,11 @@ class RedisServer:
         self.dir = Path(tempfile.mkdtemp(prefix="actorchat-redis-"))
         self.log = self.dir / "redis.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.destroy()
+            raise
 
     @property
     def url(self) -> str:
