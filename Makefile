@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test browser postgres lint bench bench-quick clean demo-llm
+.PHONY: install run test browser postgres redis lint bench bench-quick clean demo-llm
 
 install: $(STAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 run: install
 	$(VENV)/bin/actorchat serve $(ARGS)
 
-test: install browser postgres
+test: install browser postgres redis
 	$(PY) -m pytest $(ARGS)
 
 # The browser tests (tests/test_web_*.py) drive Debian's Chromium: installed
@@ -40,6 +40,16 @@ postgres:
 	  || DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1 \
 	  || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1; } \
 	  || echo "make: could not install postgresql: the PostgreSQL store's tests will be skipped"
+
+# The cluster layer's tests start a throwaway redis-server (tests/redis_support.py):
+# Debian's redis-server, installed here with apt when run as root; without it
+# those tests are skipped, saying why.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] \
+	  || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1 \
+	  || DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null 2>&1; } \
+	  || echo "make: could not install redis-server: the cluster layer's tests will be skipped"
 
 lint: install
 	$(VENV)/bin/ruff check actorchat tests bench

@@ -16,6 +16,9 @@ import dataclasses
 import difflib
 import logging
 import os
+import re
+import secrets
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -30,6 +33,16 @@ log = logging.getLogger("actorchat.config")
 __all__ = ["Config", "ModelConfig", "load_config"]
 
 ENV_PREFIX = "ACTORCHAT_"
+#: A node id: safe inside a Redis key and its hash tag (no ``{``, ``}``, ``:``).
+_NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _new_node_id() -> str:
+    """``host-pid-random``: unique per process, readable in ``live_nodes()``."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:40] or "node"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
 RESTART_TYPES = ("permanent", "transient", "temporary")
 
 
@@ -71,6 +84,18 @@ class Config:
     #: A file holding the database password (else the URL's, or ``PGPASSWORD``).
     database_password_file: str = ""
     database_pool_size: int = 10
+
+    # Cluster (membership and placement; see actorchat/cluster/)
+    #: A Redis URL (``redis://host:6379/0``); empty: a single process, no
+    #: cluster. Left out of ``repr``: it may hold the password.
+    redis_url: str = field(default="", repr=False)
+    #: This process's name in the cluster; empty: generated at start
+    #: (host name, pid and a random suffix).
+    node_id: str = ""
+    #: Seconds a node's lease lasts; it is renewed every third of it.
+    lease_ttl: float = 5.0
+    #: Seconds a call to Redis may take (connect, read, write).
+    redis_timeout: float = 2.0
 
     # The embedded deterministic model
     mock_tokens: int = 40
@@ -140,7 +165,7 @@ class Config:
         def need(ok: bool, name: str, why: str) -> None:
             if not ok:
                 value = getattr(self, name)
-                if name == "database_url":  # its password stays out of every message
+                if name in ("database_url", "redis_url"):  # passwords stay out of messages
                     value = redact(str(value))
                 problems.append(f"{name}: {why} (got {value!r})")
 
@@ -158,6 +183,20 @@ class Config:
                 "database_url",
                 "store = 'postgres' needs a postgresql:// URL",
             )
+        need(
+            not self.redis_url or self.redis_url.startswith(("redis://", "rediss://", "unix://")),
+            "redis_url",
+            "must be a redis://, rediss:// or unix:// URL (empty: no cluster)",
+        )
+        if not self.node_id:
+            self.node_id = _new_node_id()
+        need(
+            _NODE_ID.fullmatch(self.node_id) is not None,
+            "node_id",
+            "must be 1-64 letters, digits, '.', '_' or '-'",
+        )
+        need(self.lease_ttl >= 0.1, "lease_ttl", "must be at least 0.1 (seconds)")
+        need(self.redis_timeout > 0, "redis_timeout", "must be > 0")
         need(self.database_pool_size >= 1, "database_pool_size", "must be at least 1")
         need(self.mock_tokens >= 1, "mock_tokens", "must be at least 1")
         need(self.mock_delay_ms >= 0, "mock_delay_ms", "must be >= 0")

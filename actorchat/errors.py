@@ -22,6 +22,7 @@ still see the cause::
     │   └── Timeout               the model did not answer in time
     ├── StoreError                the store could not read or write
     │   └── Fenced                a newer owner took the conversation over
+    ├── ClusterError              the cluster's coordinator (Redis) failed or refused
     └── AuthError                 invalid or expired credentials
         └── AuthRequired          no credentials where they are needed
 
@@ -40,6 +41,7 @@ __all__ = [
     "ActorchatError",
     "AuthError",
     "AuthRequired",
+    "ClusterError",
     "ConfigurationError",
     "ConversationCrashed",
     "ConversationError",
@@ -182,6 +184,18 @@ class Fenced(StoreError):
 
     code = "CONVERSATION_MOVED"
     http_status = 409
+
+
+class ClusterError(ActorchatError):
+    """The cluster's coordinator (Redis) could not be reached or refused a call.
+
+    Raised by ``actorchat.cluster`` for every failure of membership or the
+    directory, with one line saying what was being done (never a password);
+    the redis-py error is its ``__cause__``.
+    """
+
+    code = "CLUSTER_UNAVAILABLE"
+    http_status = 503
 
 
 class AuthError(ActorchatError):

@@ -14,6 +14,8 @@ import pytest  # noqa: E402
 from actorchat import ChatSystem, load_config  # noqa: E402
 from actorchat.config import Config  # noqa: E402
 from tests.pg_support import missing_reason, pg_cluster, pg_url  # noqa: E402, F401 - fixtures
+from tests.redis_support import missing_reason as redis_missing  # noqa: E402
+from tests.redis_support import redis_namespace, redis_server  # noqa: E402, F401 - fixtures
 
 
 def make_config(tmp_path: Path, **overrides: Any) -> Config:
@@ -62,4 +64,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     why = missing_reason()
     if why:
         terminalreporter.section("PostgreSQL store NOT TESTED", sep="!", red=True, bold=True)
+        terminalreporter.line(why, red=True)
+    why = redis_missing()
+    if why:
+        terminalreporter.section("cluster layer NOT TESTED", sep="!", red=True, bold=True)
         terminalreporter.line(why, red=True)

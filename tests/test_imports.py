@@ -19,6 +19,7 @@ FLOORS: list[set[str]] = [
     {"_events", "stores", "config"},  # what happened; where it is kept; settings
     {"_bus", "_export", "providers"},  # how events travel; where replies come from
     {"actors"},  # the actor core
+    {"cluster"},  # many processes as one system: membership, placement
     {"_system", "_default"},  # the wiring and the Python API
     {"server", "testing", "_remote", "_cli", "__init__", "__main__"},  # the front ends
 ]
