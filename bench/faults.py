@@ -874,30 +874,34 @@ def figures(results: list[PhaseResult]) -> list[dict[str, Any]]:
     return out
 
 
-def draw(run: Run, results: list[PhaseResult], out_dir: Path, note: str) -> None:
+def timeline(run: Run) -> dict[str, list[tuple[float, float]]]:
+    """Per-second rates over the run, from the load processes' buckets."""
     t = sorted(run.buckets)
-    series: dict[str, list[tuple[float, float]]] = {}
-    for j, what in enumerate(COUNTS):
-        if what == "drops":
-            continue
-        name = {"chunks": "chunks/s", "errors": "errors/s", "reconnects": "reconnects/s"}[what]
-        series[name] = [(b * BUCKET_S, run.buckets[b][j] / BUCKET_S) for b in t]
-    chunks = {"chunks/s": series.pop("chunks/s")}
+    return {
+        f"{what}/s": [(b * BUCKET_S, run.buckets[b][j] / BUCKET_S) for b in t]
+        for j, what in enumerate(COUNTS)
+    }
+
+
+def draw(run: Run, results: list[PhaseResult], out_dir: Path, note: str) -> None:
+    series = timeline(run)
+    # Reconnects come in a burst of a thousand after a kill -9: they share
+    # the chunks' scale, and the errors (a few per second) get their own.
     path = _charts.timeline(
         out_dir / "faults-timeline.png",
-        chunks,
+        {"chunks/s": series["chunks/s"], "reconnects/s": series["reconnects/s"]},
         run.marks,
-        "Chunks delivered to clients while faults are injected",
-        "chunks per second",
+        "Chunks delivered and reconnects while faults are injected",
+        "per second",
         note=note,
     )
     _charts.wrote(path)
     path = _charts.timeline(
         out_dir / "faults-errors.png",
-        series,
+        {"errors/s": series["errors/s"]},
         run.marks,
-        "Errors and reconnects seen by clients while faults are injected",
-        "events per second",
+        "Errors seen by clients (error frames, closes) while faults are injected",
+        "errors per second",
         note=note,
     )
     _charts.wrote(path)
@@ -1019,6 +1023,8 @@ def main() -> int:
                         {"what": w, "how": h, "reported": ok} for w, h, ok in run.sabotage_results
                     ],
                     "broken": broken,
+                    "timeline": timeline(run),
+                    "marks": run.marks,
                 },
                 indent=2,
                 default=str,
