@@ -503,3 +503,12 @@ def test_a_failed_conversation_stays_readable_and_refuses_writes_with_409(tmp_pa
         rid = c.send("send_message", {"conversation_id": cid, "content": "anyone?"})
         err = c.expect("error", lambda f: f.get("reply_to") == rid)
         assert err["data"]["code"] == "CONVERSATION_FAILED"
+
+
+def test_kept_alive_http_requests_do_not_wait_for_delayed_acks(server: Server) -> None:
+    # Nagle's algorithm held each response's small body back until the
+    # client's delayed ACK (~40 ms a request on a kept-alive connection).
+    # Accepted sockets inherit TCP_NODELAY from the listener (Linux).
+    assert server._wsgi is not None
+    listener = server._wsgi.socket
+    assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
