@@ -387,10 +387,10 @@ class Run:
     def request(method: str, url: str, **kwargs: Any) -> requests.Response:
         """One HTTP request on a connection of its own.
 
-        Not a kept-alive session: on a reused connection the server's
-        response waits about 40 ms between its headers and its body (Nagle's
-        algorithm on the server's socket against the client's delayed ACK),
-        which would be measured here as store latency.
+        A connection per request, so that a read never depends on a
+        connection the killed server held. (This also sidestepped a ~40 ms
+        wait per kept-alive request, Nagle's algorithm against the client's
+        delayed ACK, which the server has since fixed with TCP_NODELAY.)
         """
         return requests.request(method, url, **kwargs)
 
