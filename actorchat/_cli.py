@@ -176,12 +176,23 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         pct = 100 * done // total if total else 100
         line = f"\r  {what}: {done:,} / {total:,} ({pct}%)"
         if line != shown["last"]:
-            sys.stderr.write(line + ("\n" if done >= total else ""))
+            ended = done >= total
+            sys.stderr.write(line + ("\n" if ended else ""))
             sys.stderr.flush()
             shown["last"] = line
+            shown["ended"] = "yes" if ended else ""
 
     source = Path(args.source.removeprefix("sqlite:")).expanduser()
-    convs, msgs = migrate_sqlite_to_postgres(source, args.to, password=password, progress=progress)
+    notes: list[str] = []
+    try:
+        convs, msgs = migrate_sqlite_to_postgres(
+            source, args.to, password=password, progress=progress, notes=notes
+        )
+    finally:
+        if shown["last"] and not shown.get("ended"):
+            sys.stderr.write("\n")  # an error's line must not run on from the progress line
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"verified: {convs:,} conversations and {msgs:,} messages at the destination")
     return 0
 

@@ -42,7 +42,7 @@ from actorchat._export import export_conversation
 from actorchat._gevent import ensure_patched, yielding
 from actorchat._metrics import Metrics
 from actorchat._records import Conversation, Message, new_id
-from actorchat._validate import check_content, check_title
+from actorchat._validate import check_content, check_no_nul, check_title
 from actorchat.actors import (
     CONVERSATION_STATES,
     Activate,
@@ -372,6 +372,9 @@ class ChatSystem:
         system_prompt: str = "",
     ) -> Conversation:
         check_title(title)
+        check_no_nul(str(owner), "owner")
+        if system_prompt:
+            check_no_nul(system_prompt, "system_prompt")
         model = model or self.config.default_model
         if model not in self.providers:
             raise InvalidRequest(f"no model named {model!r} (configured: {sorted(self.providers)})")
@@ -474,6 +477,8 @@ class ChatSystem:
     ) -> Conversation:
         if title is not None:
             check_title(title)
+        if system_prompt is not None:
+            check_no_nul(system_prompt, "system_prompt")
         result: Conversation = self._ask(str(cid), UpdateSettings(title, model, system_prompt))
         return result
 

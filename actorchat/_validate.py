@@ -13,7 +13,7 @@ from typing import Any
 
 from actorchat.errors import InvalidRequest, MessageTooLong
 
-__all__ = ["MAX_TITLE", "check_content", "check_content_length", "check_title"]
+__all__ = ["MAX_TITLE", "check_content", "check_content_length", "check_no_nul", "check_title"]
 
 #: Longest conversation title accepted, in characters.
 MAX_TITLE = 1000
@@ -36,9 +36,21 @@ def check_content(text: Any, limit: int) -> str:
 
 
 def check_title(title: Any) -> str:
-    """A conversation's title: a string of at most ``MAX_TITLE`` characters."""
+    """A conversation's title: a string of at most ``MAX_TITLE`` characters, no NUL.
+
+    NUL is refused in every store alike: PostgreSQL's text cannot hold it,
+    and a title one store took would not move to the other.
+    """
     if not isinstance(title, str):
         raise InvalidRequest("title must be a string")
     if len(title) > MAX_TITLE:
         raise InvalidRequest(f"title is longer than {MAX_TITLE} characters")
+    check_no_nul(title, "title")
     return title
+
+
+def check_no_nul(text: str, name: str) -> str:
+    """Refuse a NUL character in a stored name or setting (titles, prompts, user ids)."""
+    if "\x00" in text:
+        raise InvalidRequest(f"{name} must not contain a NUL character")
+    return text

@@ -512,3 +512,21 @@ def test_kept_alive_http_requests_do_not_wait_for_delayed_acks(server: Server) -
     assert server._wsgi is not None
     listener = server._wsgi.socket
     assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+def test_a_nul_character_is_a_clear_error_on_every_store(server: Server) -> None:
+    # PostgreSQL's text cannot hold NUL: every store refuses it the same way,
+    # and an id holding one names nothing (it never failed a conversation).
+    api = Api(server)
+    r = api.post("/api/v1/conversations", json={"title": "a\u0000b"})
+    assert r.status_code == 400 and "NUL" in r.json()["error"]["message"]
+    assert api.get("/api/v1/conversations/%00x/messages").status_code == 404
+    assert api.get("/api/v1/conversations/%00x").status_code == 404
+    r = api.get("/api/v1/conversations?before=%00")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_MESSAGE"
+    failed = api.get("/api/v1/admin/conversations?state=failed").json()["conversations"]
+    assert not [c for c in failed if "\x00" in c["id"]]
+    r = requests.post(
+        f"{server.url}/api/v1/auth/token", json={"user_id": "al\u0000ice"}, timeout=WAIT
+    )
+    assert r.status_code == 400

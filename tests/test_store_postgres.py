@@ -90,8 +90,8 @@ def test_many_processes_migrate_once_and_get_distinct_epochs(pg_cluster: Cluster
     assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
     epochs = [int(o[0].split()[0]) for o in outs]
     assert len(set(epochs)) == 6
-    assert {o[0].split()[1] for o in outs} == {"2"}
-    assert pg_cluster.sql("SELECT version FROM actorchat_schema", schema) == [(2,)]
+    assert {o[0].split()[1] for o in outs} == {"3"}
+    assert pg_cluster.sql("SELECT version FROM actorchat_schema", schema) == [(3,)]
 
 
 def test_many_processes_write_side_by_side(pg_cluster: Cluster) -> None:
@@ -394,7 +394,7 @@ def test_errors_never_show_the_password(pg_cluster: Cluster, tmp_path: Path) -> 
     )
     s = create_store(cfg)
     s.open()
-    assert s.check() and s.schema_version() == 2
+    assert s.check() and s.schema_version() == 3
     s.close()
     dead = f"postgresql://{pg_cluster.user}:{secret}@127.0.0.1:{free_port()}/postgres"
     with pytest.raises(StoreError) as caught:
@@ -406,7 +406,7 @@ def test_the_server_reports_the_schema_version(pg_cluster: Cluster, tmp_path: Pa
     url = pg_cluster.url(pg_cluster.new_schema())
     with running_server(tmp_path, store="postgres", database_url=url) as srv:
         body = requests.get(f"{srv.url}/readyz", timeout=WAIT).json()
-        assert body["checks"] == {"store": True, "schema": 2}
+        assert body["checks"] == {"store": True, "schema": 3}
         assert json.dumps(body).count(pg_cluster.password) == 0
 
 
@@ -530,3 +530,48 @@ def test_a_client_of_the_older_server_is_told_the_conversation_moved(
         joined = b.expect("conversation_joined", lambda f: f.get("reply_to") == rid)
         contents = [m["content"] for m in joined["data"]["messages"] if m["message_type"] == "user"]
         assert contents == ["on the older one", "on the newer one"]
+
+
+def test_migrate_replaces_a_nul_that_postgresql_cannot_hold(
+    pg_cluster: Cluster, tmp_path: Path
+) -> None:
+    from actorchat.stores import PostgresStore, SQLiteStore
+
+    # Older stores may hold a NUL in a title (refused since, in every store).
+    store = SQLiteStore(tmp_path / "data" / "actorchat.sqlite3")
+    store.open()
+    store.create_conversations([Conversation("c1", "alice", "a\x00b"), Conversation("c2", "bob")])
+    store.close()
+    url = pg_cluster.url(pg_cluster.new_schema())
+    out = _migrate(tmp_path / "data", url)
+    assert out.returncode == 0, out.stderr
+    assert "verified: 2 conversations" in out.stdout
+    assert "note: replaced 1 NUL character(s)" in out.stderr
+    target = PostgresStore(url)
+    target.open()
+    try:
+        conv = target.get_conversation("c1")
+        assert conv is not None and conv.title == "a\ufffdb"
+    finally:
+        target.close()
+
+
+def test_a_dev_token_is_accepted_by_every_process_sharing_the_database(
+    pg_cluster: Cluster, tmp_path: Path
+) -> None:
+    # Each process has its own data dir; the key is kept in the store they share.
+    url = pg_cluster.url(pg_cluster.new_schema())
+    with (
+        running_server(tmp_path / "a", store="postgres", database_url=url) as one,
+        running_server(tmp_path / "b", store="postgres", database_url=url) as two,
+    ):
+        token = requests.post(
+            f"{one.url}/api/v1/auth/token", json={"user_id": "alice"}, timeout=WAIT
+        ).json()["token"]
+        r = requests.get(
+            f"{two.url}/api/v1/conversations",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=WAIT,
+        )
+        assert r.status_code == 200, r.text
+    assert not (tmp_path / "a" / "data" / "dev-auth.key").exists()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import re
+import secrets
 import signal
 import socket
 import sys
@@ -166,9 +167,14 @@ def create_app(chat: ChatSystem, config: Config | None = None) -> Flask:
     # Dev tokens outlive the process where the data does: with a store on
     # disk, the key sits beside it (the memory store forgets everything anyway).
     dev_key = None
-    if not cfg.jwt_secret and store_kind(cfg.store).durable:
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        dev_key = load_dev_key(cfg.data_dir / DEV_KEY_FILE)
+    if not cfg.jwt_secret:
+        # A store that many processes share keeps the key for all of them;
+        # otherwise it lives beside the data, in the data dir.
+        if chat.store is not None:
+            dev_key = chat.store.shared_secret("dev-auth-key", lambda: secrets.token_urlsafe(32))
+        if dev_key is None and store_kind(cfg.store).durable:
+            cfg.data_dir.mkdir(parents=True, exist_ok=True)
+            dev_key = load_dev_key(cfg.data_dir / DEV_KEY_FILE)
     metrics = ServerMetrics(chat)
     hub = Hub(chat, metrics)
     connections: dict[Any, None] = {}

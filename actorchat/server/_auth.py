@@ -25,6 +25,7 @@ from pathlib import Path
 
 import jwt
 
+from actorchat._validate import check_no_nul
 from actorchat.errors import AuthError, AuthRequired, ConfigurationError, InvalidRequest
 
 __all__ = ["DEV_KEY_FILE", "Authenticator", "Identity", "load_dev_key"]
@@ -147,7 +148,7 @@ class Authenticator:
         except jwt.PyJWTError as exc:
             raise AuthError("the token is invalid") from exc
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > MAX_USER_ID:
+        if not isinstance(sub, str) or not sub or len(sub) > MAX_USER_ID or "\x00" in sub:
             raise AuthError("the token's sub must be a non-empty string")
         exp = claims.get("exp")
         if not isinstance(exp, int | float):
@@ -159,6 +160,7 @@ class Authenticator:
         """A signed token for ``user_id`` (dev auth and tests)."""
         if not isinstance(user_id, str) or not user_id or len(user_id) > MAX_USER_ID:
             raise InvalidRequest(f"user_id must be a string of 1 to {MAX_USER_ID} characters")
+        check_no_nul(user_id, "user_id")
         ttl = self.dev_token_ttl if expires_in is None else expires_in
         if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 0 < ttl <= 10**8:
             raise InvalidRequest("expires_in must be a number of seconds > 0")

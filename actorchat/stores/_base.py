@@ -66,6 +66,16 @@ class Store(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush pending writes and release resources."""
 
+    def shared_secret(self, name: str, make: Callable[[], str]) -> str | None:
+        """A secret every process using this store shares, made once with ``make``.
+
+        None (the default): the store is one process's (SQLite's lock, the
+        memory store), and the caller keeps its secret in the data dir. A
+        store that many processes share (PostgreSQL) MAY keep it, so that a
+        dev token one process signed is accepted by all of them.
+        """
+        return None
+
     def check(self) -> bool:
         """Whether the store can serve requests (for ``/readyz``)."""
         return True

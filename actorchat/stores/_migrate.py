@@ -52,8 +52,14 @@ def migrate_sqlite_to_postgres(
     *,
     password: str | None = None,
     progress: Progress | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[int, int]:
-    """Copy every conversation and message (versions included); returns their counts."""
+    """Copy every conversation and message (versions included); returns their counts.
+
+    PostgreSQL's text cannot hold NUL, which older SQLite stores may have in
+    a title, a system prompt or a name: each such character is replaced with
+    U+FFFD on the way, and ``notes`` gets one line saying how many.
+    """
     path = _source(source)
     fd = _lock(path)  # refused while a server owns the file
     try:
@@ -72,7 +78,14 @@ def migrate_sqlite_to_postgres(
             secrets = [s for s in (password,) if s]
             try:
                 with psycopg.connect(url, **kwargs) as conn:
-                    return _copy(db, conn, progress or (lambda *_: None))
+                    replaced = [0]
+                    counts = _copy(db, conn, progress or (lambda *_: None), replaced)
+                    if replaced[0] and notes is not None:
+                        notes.append(
+                            f"replaced {replaced[0]:,} NUL character(s) in titles, prompts or "
+                            "names with U+FFFD (PostgreSQL text cannot hold NUL)"
+                        )
+                    return counts
             except psycopg.Error as exc:
                 detail = scrub(" ".join(str(exc).split()), secrets)
                 raise StoreError(f"copying into {redact(url)} failed: {detail}") from None
@@ -85,8 +98,20 @@ def migrate_sqlite_to_postgres(
 
 
 def _copy(
-    db: sqlite3.Connection, conn: psycopg.Connection[Any], progress: Progress
+    db: sqlite3.Connection,
+    conn: psycopg.Connection[Any],
+    progress: Progress,
+    replaced: list[int],
 ) -> tuple[int, int]:
+    def clean(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        out = []
+        for value in row:
+            if isinstance(value, str) and "\x00" in value:
+                replaced[0] += value.count("\x00")
+                value = value.replace("\x00", "\ufffd")
+            out.append(value)
+        return tuple(out)
+
     n_convs = db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0]
     n_msgs = db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
     found_convs = _table(
@@ -99,7 +124,7 @@ def _copy(
         "created_at DOUBLE PRECISION, updated_at DOUBLE PRECISION",
         "ON CONFLICT (id) DO NOTHING",
         n_convs,
-        lambda row: row,
+        clean,
         progress,
     )
     found_msgs = _table(
@@ -116,7 +141,7 @@ def _copy(
         "ON CONFLICT (id) DO UPDATE SET superseded = EXCLUDED.superseded "
         "WHERE messages.superseded IS DISTINCT FROM EXCLUDED.superseded",
         n_msgs,
-        _message,
+        lambda row: clean(_message(row)),
         progress,
     )
     if (found_convs, found_msgs) != (n_convs, n_msgs):

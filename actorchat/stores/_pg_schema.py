@@ -76,6 +76,10 @@ MIGRATIONS: tuple[str, ...] = (
     -- owner reads one row per transaction instead of re-checking every row.
     CREATE TABLE epoch_fences (epoch BIGINT PRIMARY KEY, moved BIGINT NOT NULL);
     """,
+    # 3: secrets every process of a deployment shares (the dev-auth key).
+    """
+    CREATE TABLE actorchat_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 )
 
 # Any constant the migrating processes agree on: "actorchat" in ASCII.

@@ -488,6 +488,8 @@ class PostgresStore(Store):
         self._call(_UPDATE, conversation.id, conversation)
 
     def delete_conversation(self, conversation_id: str) -> bool:
+        if "\x00" in conversation_id:
+            return False
         result: bool = self._call(_DELETE, conversation_id, None)
         return result
 
@@ -508,6 +510,10 @@ class PostgresStore(Store):
     def load(self, conversation_id: str) -> tuple[Conversation, list[Message]] | None:
         return self.load_many([conversation_id]).get(conversation_id)
 
+    # PostgreSQL's text cannot hold NUL, so no id with one names a row: such
+    # an id is answered "none" here, as by SQLite, not with a failed query
+    # (which crashed the conversation that tried to load it).
+
     def load_many(
         self, conversation_ids: Sequence[str]
     ) -> dict[str, tuple[Conversation, list[Message]]]:
@@ -517,7 +523,7 @@ class PostgresStore(Store):
         it reads every message an older owner committed, and that owner's
         writes after are refused, so the turns it numbers next are free.
         """
-        ids = sorted(set(conversation_ids))
+        ids = sorted(cid for cid in set(conversation_ids) if "\x00" not in cid)
         if self.claim_on_load and ids:
             self._call(_CLAIM, "", ({cid: self._epoch_of(cid) for cid in ids}, False))
 
@@ -550,7 +556,29 @@ class PostgresStore(Store):
         result: dict[str, tuple[Conversation, list[Message]]] = self._read(run)
         return result
 
+    def shared_secret(self, name: str, make: Callable[[], str]) -> str | None:
+        """Kept in ``actorchat_secrets``: the first process to ask makes it."""
+        candidate = make()
+
+        def run(conn: psycopg.Connection[Any]) -> str:
+            conn.execute(
+                "INSERT INTO actorchat_secrets (name, value) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO NOTHING",
+                (name, candidate),
+            )
+            row = conn.execute(
+                "SELECT value FROM actorchat_secrets WHERE name = %s", (name,)
+            ).fetchone()
+            assert row is not None  # inserted just above, or by another process
+            return str(row[0])
+
+        result: str = self._read(run)
+        return result
+
     def get_conversation(self, conversation_id: str) -> Conversation | None:
+        if "\x00" in conversation_id:
+            return None
+
         def run(conn: psycopg.Connection[Any]) -> Conversation | None:
             row = conn.execute(f"{CONV_SELECT} WHERE c.id = %s", (conversation_id,)).fetchone()
             return None if row is None else conv_from_row(row)
@@ -561,6 +589,9 @@ class PostgresStore(Store):
     def list_conversations(
         self, owner: str | None, limit: int = 50, before: str | None = None
     ) -> list[Conversation]:
+        if before is not None and "\x00" in before:
+            return []
+
         def run(conn: psycopg.Connection[Any]) -> list[Conversation]:
             where: list[str] = []
             args: list[Any] = []
@@ -586,6 +617,9 @@ class PostgresStore(Store):
         before: str | None = None,
         versions: bool = False,
     ) -> list[Message]:
+        if "\x00" in conversation_id or (before is not None and "\x00" in before):
+            return []
+
         def run(conn: psycopg.Connection[Any]) -> list[Message]:
             sql = f"SELECT {MSG_COLS} FROM messages WHERE conversation_id = %s"
             args: list[Any] = [conversation_id]

@@ -190,7 +190,10 @@ def _lock(path: Path) -> int | None:
             msg = f"{path} is already open in this process (another store or ChatSystem)"
         else:
             who = f" (pid {holder})" if holder.isdigit() else ""
-            msg = f"{path} is in use by another actorchat process{who}: stop it, or {_WHERE}"
+            msg = (
+                f"{path} is in use by another actorchat process{who}: talk to it instead "
+                "(actorchat chat --url http://HOST:PORT), stop it, or " + _WHERE
+            )
         raise StoreError(msg) from None
     except BaseException:
         os.close(fd)
