@@ -28,6 +28,11 @@ so that many processes starting at once migrate once.
 A password (in the URL, ``database_password_file`` or ``PGPASSWORD``) is
 scrubbed from every error message this module raises or logs.
 
+One module of ~650 lines on purpose, as ``_sqlite.py``: the writer's
+batching, its barrier for reads and the fencing check inside each batch's
+transaction depend on one another; the schema and the fencing SQL live in
+their own modules.
+
 Past 500 lines as one piece, like ``_sqlite.py``: the writer and the reads
 share the pool, the queue and the barrier; the schema and the fencing, which
 change on their own, live in ``_pg_schema.py`` and ``_pg_fencing.py``.
