@@ -803,9 +803,10 @@ class ChatSystem:
                 not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate <= 1
             ):
                 raise InvalidRequest(f"{name} must be a number within 0..1 (got {rate!r})")
-        if not self._mocks():
+        mocks = self._mocks()
+        if not mocks:
             raise InvalidRequest("no model is served by the embedded mock: nothing to inject into")
-        for mock in self._mocks():
+        for mock in mocks:
             if mock_crash_rate is not None:
                 mock.crash_rate = float(mock_crash_rate)
             if mock_failure_rate is not None:

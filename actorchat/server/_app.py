@@ -340,7 +340,6 @@ class Server:
                 # Cancels what is still generating, keeping and storing the
                 # partial text, then flushes and closes the store.
                 chat.stop()
-            ctx.hub.pump()  # those last stream_complete frames go out first
             closing = time.monotonic()
             unanswered = self._close_connections(ctx)
         finally:

@@ -425,13 +425,12 @@ class Connection:
     def subscribe(self, cid: str) -> list[Event]:
         """Join ``cid`` now; returns the reply in progress so far (its replay).
 
-        Runs without yielding: ``pump`` routes what was published before,
-        the replay buffer covers exactly that, and from ``join`` on the hub
-        routes the rest.
+        Runs without yielding: the hub routed what was published before (it
+        routes as events are published), the replay buffer covers exactly
+        that, and from ``join`` on the hub routes the rest.
         """
         hub = self.ctx.hub
         hub.leave(self, cid)
-        hub.pump()
         replay = self.ctx.chat.in_progress(cid)
         hub.join(self, cid)
         self.joined.add(cid)
@@ -453,7 +452,6 @@ class Connection:
         self._pending[cid] = []
         try:
             result = read(replay)
-            self.ctx.hub.pump()
         finally:
             buffered = self._pending.pop(cid, [])
         return replay, result, buffered
@@ -486,7 +484,6 @@ class Connection:
         outbox.hold()
         try:
             result = call()
-            self.ctx.hub.pump()
             if not outbox.tag(lambda e: match(result, e), lambda e: render(result, e)):
                 self.send(render(result, None))
             return result

@@ -23,8 +23,7 @@ held meanwhile so that they keep their order.
 Join-with-replay is exact: every event published so far has been routed
 when a connection joins (nothing waits in between), so the bus's replay
 buffer taken at the join and the events routed after it neither overlap
-nor leave a gap. (``pump()`` stays, for callers written against a queue: it
-has nothing left to do.)
+nor leave a gap.
 """
 
 from __future__ import annotations
@@ -101,9 +100,6 @@ class Hub:
                 route(event)
         else:
             self._route(item)  # type: ignore[arg-type]
-
-    def pump(self) -> None:
-        """Nothing to do: events are routed as they are published (kept for callers)."""
 
     # -- membership -------------------------------------------------------------
 

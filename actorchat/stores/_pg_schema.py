@@ -24,8 +24,6 @@ __all__ = [
     "COPY_MESSAGES",
     "MIGRATIONS",
     "MSG_COLS",
-    "ORDER",
-    "ORDER_DESC",
     "conv_from_row",
     "message_from_row",
     "message_row",
@@ -127,8 +125,6 @@ MSG_COLS = (
     "id, conversation_id, role, content, sender_id, created_at, turn, prompt_tokens, "
     "completion_tokens, usage_estimated, finish_reason, model, superseded"
 )
-ORDER = "turn, role DESC, seq"
-ORDER_DESC = "turn DESC, role ASC, seq DESC"
 COPY_MESSAGES = f"COPY messages ({MSG_COLS}) FROM STDIN"
 COPY_CONVERSATIONS = f"COPY conversations ({CONV_COLS}, owner_epoch) FROM STDIN"
 

@@ -57,6 +57,7 @@ from actorchat._records import Conversation, Message
 from actorchat._redact import redact, scrub
 from actorchat.errors import StoreError
 from actorchat.stores._base import Done, Store
+from actorchat.stores._paging import ORDER, conversations_page, messages_page
 from actorchat.stores._pg_fencing import Checked, EpochGuard, fenced
 from actorchat.stores._pg_schema import (
     CONV_COLS,
@@ -64,8 +65,6 @@ from actorchat.stores._pg_schema import (
     COPY_CONVERSATIONS,
     COPY_MESSAGES,
     MSG_COLS,
-    ORDER,
-    ORDER_DESC,
     conv_from_row,
     message_from_row,
     message_row,
@@ -597,20 +596,10 @@ class PostgresStore(Store):
         if before is not None and "\x00" in before:
             return []
 
+        sql, args = conversations_page(CONV_SELECT, "%s", "seq", owner, limit, before)
+
         def run(conn: psycopg.Connection[Any]) -> list[Conversation]:
-            where: list[str] = []
-            args: list[Any] = []
-            if owner is not None:
-                where.append("c.owner = %s")
-                args.append(owner)
-            if before is not None:
-                where.append("c.seq < (SELECT seq FROM conversations WHERE id = %s)")
-                args.append(before)
-            sql = CONV_SELECT
-            if where:
-                sql += " WHERE " + " AND ".join(where)
-            sql += " ORDER BY c.seq DESC LIMIT %s"
-            return [conv_from_row(r) for r in conn.execute(sql, (*args, limit)).fetchall()]
+            return [conv_from_row(r) for r in conn.execute(sql, args).fetchall()]
 
         result: list[Conversation] = self._read(run)
         return result
@@ -625,21 +614,11 @@ class PostgresStore(Store):
         if "\x00" in conversation_id or (before is not None and "\x00" in before):
             return []
 
+        sql, args = messages_page(
+            MSG_COLS, "%s", "NOT superseded", conversation_id, limit, before, versions
+        )
+
         def run(conn: psycopg.Connection[Any]) -> list[Message]:
-            sql = f"SELECT {MSG_COLS} FROM messages WHERE conversation_id = %s"
-            args: list[Any] = [conversation_id]
-            if not versions:
-                sql += " AND NOT superseded"
-            if before is not None:
-                sql += (
-                    " AND (turn, role = 'assistant', seq) < "
-                    "(SELECT turn, role = 'assistant', seq FROM messages WHERE id = %s)"
-                )
-                args.append(before)
-            sql += f" ORDER BY {ORDER_DESC}"
-            if limit is not None:
-                sql += " LIMIT %s"
-                args.append(limit)
             with conn.cursor(binary=True) as cur:
                 rows = cur.execute(sql, args).fetchall()
             rows.reverse()

@@ -42,6 +42,7 @@ from actorchat._gevent import yielding
 from actorchat._records import Conversation, Message, Usage
 from actorchat.errors import StoreError
 from actorchat.stores._base import Done, Store
+from actorchat.stores._paging import ORDER, conversations_page, messages_page
 
 __all__ = ["SQLiteStore"]
 
@@ -102,8 +103,6 @@ _MSG_COLS = (
     "id, conversation_id, role, content, sender_id, created_at, turn, prompt_tokens, "
     "completion_tokens, usage_estimated, finish_reason, model, superseded"
 )
-_ORDER = "turn, role DESC, seq"
-_ORDER_DESC = "turn DESC, role ASC, seq DESC"
 
 # The same columns as JSON array items. A REAL goes through printf: JSON
 # renders it with 15 significant digits, which loses a timestamp's
@@ -491,7 +490,7 @@ class SQLiteStore(Store):
             rows = _select_rows(
                 db,
                 f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND superseded = 0 "
-                f"ORDER BY {_ORDER}",
+                f"ORDER BY {ORDER}",
                 (conversation_id,),
                 _MSG_JSON,
                 self._one_step_reads,
@@ -530,7 +529,7 @@ class SQLiteStore(Store):
                 for row in _select_rows(
                     db,
                     f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id IN ({marks}) "
-                    f"AND superseded = 0 ORDER BY conversation_id, {_ORDER}",
+                    f"AND superseded = 0 ORDER BY conversation_id, {ORDER}",
                     chunk,
                     _MSG_JSON,
                     self._one_step_reads,
@@ -579,22 +578,10 @@ class SQLiteStore(Store):
     def list_conversations(
         self, owner: str | None, limit: int = 50, before: str | None = None
     ) -> list[Conversation]:
+        sql, args = conversations_page(_CONV_SELECT, "?", "rowid", owner, limit, before)
+
         def run(db: sqlite3.Connection) -> list[Conversation]:
-            where, args = [], []
-            if owner is not None:
-                where.append("c.owner = ?")
-                args.append(owner)
-            if before is not None:
-                where.append("c.rowid < (SELECT rowid FROM conversations WHERE id = ?)")
-                args.append(before)
-            sql = _CONV_SELECT
-            if where:
-                sql += " WHERE " + " AND ".join(where)
-            sql += " ORDER BY c.rowid DESC LIMIT ?"
-            return [
-                _conv(r)
-                for r in _select_rows(db, sql, (*args, limit), _CONV_JSON, self._one_step_reads)
-            ]
+            return [_conv(r) for r in _select_rows(db, sql, args, _CONV_JSON, self._one_step_reads)]
 
         result: list[Conversation] = self._call(run)
         return result
@@ -606,21 +593,11 @@ class SQLiteStore(Store):
         before: str | None = None,
         versions: bool = False,
     ) -> list[Message]:
+        sql, args = messages_page(
+            _MSG_COLS, "?", "superseded = 0", conversation_id, limit, before, versions
+        )
+
         def run(db: sqlite3.Connection) -> list[Message]:
-            sql = f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ?"
-            args: list[Any] = [conversation_id]
-            if not versions:
-                sql += " AND superseded = 0"
-            if before is not None:
-                sql += (
-                    " AND (turn, role = 'assistant', seq) < "
-                    "(SELECT turn, role = 'assistant', seq FROM messages WHERE id = ?)"
-                )
-                args.append(before)
-            sql += f" ORDER BY {_ORDER_DESC}"
-            if limit is not None:
-                sql += " LIMIT ?"
-                args.append(limit)
             rows = _select_rows(db, sql, args, _MSG_JSON, self._one_step_reads)
             rows.reverse()
             return [_msg(r) for r in rows]
